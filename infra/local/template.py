@@ -1,0 +1,208 @@
+"""Read the SAM template so the local stack runs what it declares, nothing listed twice.
+
+Only the parts the local stack needs are interpreted: parameters (their defaults),
+DynamoDB tables, SQS queues and serverless functions with their environment and
+event sources. ``Ref``, ``Fn::GetAtt`` and ``Fn::Sub`` are resolved against the
+local names of those resources.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from samtranslator.yaml_helper import yaml_parse
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "template.yaml"
+LOCAL_REGION = "us-east-1"
+LOCAL_ACCOUNT = "000000000000"
+
+_SUB_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
+
+
+class TemplateError(ValueError):
+    """The template uses something the local stack cannot interpret."""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    handler: str
+    timeout: int
+    environment: dict[str, str]
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def events_of_type(self, event_type: str) -> dict[str, dict[str, Any]]:
+        return {
+            name: event["Properties"]
+            for name, event in self.events.items()
+            if event.get("Type") == event_type
+        }
+
+
+@dataclass
+class Template:
+    """The parsed template plus the local name of every table and queue."""
+
+    body: dict[str, Any]
+    name_prefix: str = ""
+
+    @classmethod
+    def load(cls, path: Path = TEMPLATE_PATH, name_prefix: str = "") -> Template:
+        return cls(body=yaml_parse(path.read_text()), name_prefix=name_prefix)
+
+    @property
+    def resources(self) -> dict[str, dict[str, Any]]:
+        resources: dict[str, dict[str, Any]] = self.body["Resources"]
+        return resources
+
+    def resources_of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {
+            logical_id: resource
+            for logical_id, resource in self.resources.items()
+            if resource["Type"] == resource_type
+        }
+
+    def local_name(self, logical_id: str) -> str:
+        """Name a table or queue locally: the prefix plus the logical id."""
+        if logical_id not in self.resources:
+            raise TemplateError(f"the template has no resource {logical_id!r}")
+        return f"{self.name_prefix}{logical_id}"
+
+    def table_names(self) -> dict[str, str]:
+        return {
+            logical_id: self.local_name(logical_id)
+            for logical_id in self.resources_of_type("AWS::DynamoDB::Table")
+        }
+
+    # Intrinsic functions ----------------------------------------------------------
+
+    def resolve(self, value: Any) -> Any:
+        """Resolve the intrinsic functions in ``value`` against the local resources."""
+        if isinstance(value, list):
+            return [self.resolve(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            ((key, argument),) = value.items()
+            if key == "Ref":
+                return self._resolve_ref(argument)
+            if key == "Fn::GetAtt":
+                logical_id, attribute = (
+                    argument.split(".", 1) if isinstance(argument, str) else argument
+                )
+                return self._resolve_get_att(logical_id, attribute)
+            if key == "Fn::Sub":
+                return self._resolve_sub(argument)
+        return {key: self.resolve(item) for key, item in value.items()}
+
+    def _resolve_ref(self, name: str) -> str:
+        parameters = self.body.get("Parameters", {})
+        if name in parameters:
+            return str(parameters[name].get("Default", ""))
+        if name == "AWS::Region":
+            return LOCAL_REGION
+        if name == "AWS::AccountId":
+            return LOCAL_ACCOUNT
+        return self.local_name(name)
+
+    def _resolve_get_att(self, logical_id: str, attribute: str) -> str:
+        resource_type = self.resources[logical_id]["Type"]
+        name = self.local_name(logical_id)
+        if resource_type == "AWS::DynamoDB::Table":
+            if attribute == "Arn":
+                return f"arn:aws:dynamodb:{LOCAL_REGION}:{LOCAL_ACCOUNT}:table/{name}"
+            if attribute == "StreamArn":
+                return f"arn:aws:dynamodb:{LOCAL_REGION}:{LOCAL_ACCOUNT}:table/{name}/stream"
+        if resource_type == "AWS::SQS::Queue":
+            if attribute == "Arn":
+                return f"arn:aws:sqs:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{name}"
+            if attribute == "QueueName":
+                return name
+        raise TemplateError(f"cannot resolve Fn::GetAtt {logical_id}.{attribute} locally")
+
+    def _resolve_sub(self, argument: str | list[Any]) -> str:
+        text, variables = (argument, {}) if isinstance(argument, str) else argument
+
+        def substitute(match: re.Match[str]) -> str:
+            placeholder = match.group(1)
+            if placeholder in variables:
+                return str(self.resolve(variables[placeholder]))
+            if "." in placeholder:
+                logical_id, attribute = placeholder.split(".", 1)
+                return self._resolve_get_att(logical_id, attribute)
+            return self._resolve_ref(placeholder)
+
+        return _SUB_PLACEHOLDER.sub(substitute, text)
+
+    # Functions --------------------------------------------------------------------
+
+    def functions(self) -> dict[str, FunctionSpec]:
+        globals_ = self.body.get("Globals", {}).get("Function", {})
+        specs = {}
+        for logical_id, resource in self.resources_of_type("AWS::Serverless::Function").items():
+            properties = {**globals_, **resource["Properties"]}
+            environment = {
+                **globals_.get("Environment", {}).get("Variables", {}),
+                **resource["Properties"].get("Environment", {}).get("Variables", {}),
+            }
+            specs[logical_id] = FunctionSpec(
+                logical_id=logical_id,
+                handler=properties["Handler"],
+                timeout=int(properties.get("Timeout", 3)),
+                environment={key: str(self.resolve(value)) for key, value in environment.items()},
+                events=self.resolve(properties.get("Events", {})),
+            )
+        return specs
+
+    # Tables -----------------------------------------------------------------------
+
+    def create_table_requests(self) -> dict[str, dict[str, Any]]:
+        """Return one ``CreateTable`` request per table, keyed by logical id."""
+        requests = {}
+        for logical_id, resource in self.resources_of_type("AWS::DynamoDB::Table").items():
+            properties = resource["Properties"]
+            request: dict[str, Any] = {
+                "TableName": self.local_name(logical_id),
+                "AttributeDefinitions": properties["AttributeDefinitions"],
+                "KeySchema": properties["KeySchema"],
+                "BillingMode": properties.get("BillingMode", "PAY_PER_REQUEST"),
+            }
+            if "GlobalSecondaryIndexes" in properties:
+                request["GlobalSecondaryIndexes"] = properties["GlobalSecondaryIndexes"]
+            stream = properties.get("StreamSpecification")
+            if stream:
+                request["StreamSpecification"] = {
+                    "StreamEnabled": True,
+                    "StreamViewType": stream["StreamViewType"],
+                }
+            requests[logical_id] = request
+        return requests
+
+
+def create_tables(dynamodb_client: Any, template: Template) -> dict[str, str]:
+    """Create every table the template declares, unless it exists; return logical id -> name."""
+    existing = set(_list_table_names(dynamodb_client))
+    for request in template.create_table_requests().values():
+        if request["TableName"] not in existing:
+            dynamodb_client.create_table(**request)
+    for name in template.table_names().values():
+        dynamodb_client.get_waiter("table_exists").wait(
+            TableName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100}
+        )
+    return template.table_names()
+
+
+def _list_table_names(dynamodb_client: Any) -> list[str]:
+    names: list[str] = []
+    paginator = dynamodb_client.get_paginator("list_tables")
+    for page in paginator.paginate():
+        names.extend(page["TableNames"])
+    return names
+
+
+def function_environment(spec: FunctionSpec, overrides: Mapping[str, str]) -> dict[str, str]:
+    return {**spec.environment, **overrides}
