@@ -1,0 +1,66 @@
+"""Ports: what the application needs from infrastructure, declared as Protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+
+COMMAND_STREAM_PREFIX = "command#"
+
+
+@dataclass(frozen=True)
+class Tip:
+    """The head of one stream: its version, the last commit's events and a snapshot."""
+
+    stream_id: str
+    version: int
+    stream_type: str
+    events: tuple[StoredEvent, ...]
+    snapshot: StoredEvent | None
+    recorded_at: str
+
+    @property
+    def first_version(self) -> int:
+        """Version of the first event of the last commit."""
+        return self.events[0].originator_version if self.events else self.version
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """Proof that a command ran, stored atomically with the events it produced."""
+
+    command_id: str
+    request_hash: str
+    result: Mapping[str, str] = field(default_factory=dict)
+    recorded_at: str = ""
+
+
+@runtime_checkable
+class TipRecorder(Protocol):
+    """A recorder that keeps a tip per stream and records command ids."""
+
+    def select_tip(self, originator_id: UUID | str) -> Tip | None: ...
+
+    def select_command(self, command_id: str) -> CommandRecord | None: ...
+
+
+@dataclass(frozen=True)
+class Page:
+    items: Sequence[Mapping[str, Any]]
+    next_cursor: str | None
+
+
+class InvalidCursorError(ValueError):
+    """A pagination cursor was not issued by this API for this query."""
+
+
+class OrderQueries(Protocol):
+    """The read models the API queries."""
+
+    def get_order(self, order_id: str) -> Mapping[str, Any] | None: ...
+
+    def list_customer_orders(self, customer_id: str, limit: int, cursor: str | None) -> Page: ...
