@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -35,11 +34,6 @@ def fake_aws_credentials() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def dynamodb_local_server(fake_aws_credentials: None) -> Iterator[dynamodb_local.DynamoDBLocal]:
-    endpoint = os.environ.get("TEST_DYNAMODB_ENDPOINT")
-    if endpoint:
-        raise pytest.UsageError(
-            "TEST_DYNAMODB_ENDPOINT is not supported; the tests start DynamoDB Local themselves"
-        )
     server = dynamodb_local.start()
     try:
         with pytest.MonkeyPatch.context() as patch:

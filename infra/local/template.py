@@ -34,6 +34,8 @@ class FunctionSpec:
     timeout: int
     environment: dict[str, str]
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    memory_size: int = 128
+    code_dir: Path | None = None
 
     def events_of_type(self, event_type: str) -> dict[str, dict[str, Any]]:
         return {
@@ -49,10 +51,11 @@ class Template:
 
     body: dict[str, Any]
     name_prefix: str = ""
+    path: Path | None = None
 
     @classmethod
     def load(cls, path: Path = TEMPLATE_PATH, name_prefix: str = "") -> Template:
-        return cls(body=yaml_parse(path.read_text()), name_prefix=name_prefix)
+        return cls(body=yaml_parse(path.read_text()), name_prefix=name_prefix, path=path)
 
     @property
     def resources(self) -> dict[str, dict[str, Any]]:
@@ -155,8 +158,16 @@ class Template:
                 timeout=int(properties.get("Timeout", 3)),
                 environment={key: str(self.resolve(value)) for key, value in environment.items()},
                 events=self.resolve(properties.get("Events", {})),
+                memory_size=int(properties.get("MemorySize", 128)),
+                code_dir=self._code_dir(properties.get("CodeUri")),
             )
         return specs
+
+    def _code_dir(self, code_uri: Any) -> Path | None:
+        """Resolve a local ``CodeUri`` against the template's folder, as ``sam build`` does."""
+        if not isinstance(code_uri, str) or self.path is None or "://" in code_uri:
+            return None
+        return (self.path.parent / code_uri).resolve()
 
     # Tables -----------------------------------------------------------------------
 
