@@ -55,7 +55,7 @@ class TipRepository(Repository[UUID]):
         super().__init__(**kwargs)
         self.recorder = recorder
 
-    def get(  # type: ignore[override]
+    def get(
         self,
         aggregate_id: UUID,
         *,

@@ -64,3 +64,20 @@ class OrderQueries(Protocol):
     def get_order(self, order_id: str) -> Mapping[str, Any] | None: ...
 
     def list_customer_orders(self, customer_id: str, limit: int, cursor: str | None) -> Page: ...
+
+
+class StaleRowError(Exception):
+    """A read-model row changed between reading it and writing it back."""
+
+
+class SummaryStore(Protocol):
+    """Rows of the order summary read model, written under a version guard."""
+
+    def get(self, order_id: str) -> Mapping[str, Any] | None: ...
+
+    def put(self, row: Mapping[str, Any], *, expected_version: int) -> None:
+        """Write ``row`` if the stored row is at ``expected_version`` (0: no row yet).
+
+        Raises :class:`StaleRowError` otherwise, and writes nothing.
+        """
+        ...

@@ -1,0 +1,198 @@
+"""REST API handler: API Gateway proxy events in, JSON responses out.
+
+Routes parse and validate input (Powertools with pydantic), call the
+application, and shape the response. Errors follow one contract: 400 for
+malformed JSON, 422 with a list of field errors for invalid input,
+``{"message": ...}`` for everything else.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import StringConstraints
+
+from adapters.composition import build_order_services
+from application.commands import IdempotencyKey, PlaceOrder
+from application.errors import (
+    CommitTooLargeError,
+    IdempotencyKeyReusedError,
+    OrderNotFoundError,
+    TransientStoreError,
+    VersionConflictError,
+)
+from application.ports import InvalidCursorError
+from domain.errors import DomainError
+from domain.order import ID_PATTERN
+
+logger = Logger(service="orders")
+services = build_order_services()
+app = APIGatewayRestResolver(enable_validation=True)
+
+MAX_BODY_BYTES = 64 * 1024
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+CustomerId = Annotated[str, StringConstraints(pattern=ID_PATTERN.pattern)]
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers
+    )
+
+
+def _errors(status: int, errors: list[dict[str, Any]]) -> Response[Any]:
+    return _json(status, {"errors": errors})
+
+
+def _message(status: int, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
+    return _json(status, {"message": message}, headers)
+
+
+def _parse_order_id(order_id: str) -> UUID:
+    try:
+        return UUID(order_id)
+    except ValueError:
+        raise OrderNotFoundError(order_id) from None
+
+
+# Routes ---------------------------------------------------------------------------
+
+
+@app.post("/orders")
+def place_order(
+    command: Annotated[PlaceOrder, Body()],
+    idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
+) -> Response[Any]:
+    placed = services.orders.place_order(command, idempotency_key=idempotency_key)
+    logger.info(
+        "order placed" if not placed.replayed else "order placement replayed",
+        extra={
+            "order_id": placed.order_id,
+            "stream_id": placed.order_id,
+            "version": 1,
+            "command_id": placed.command_id,
+            "customer_id": command.customer_id,
+            "lines": len(command.lines),
+        },
+    )
+    return _json(
+        202,
+        {"order_id": placed.order_id, "status": "PLACED"},
+        {"Location": f"/orders/{placed.order_id}"},
+    )
+
+
+@app.get("/orders/<order_id>")
+def get_order(order_id: Annotated[str, Path()]) -> Response[Any]:
+    row = services.summaries.get_order(str(_parse_order_id(order_id)))
+    if row is None:
+        raise OrderNotFoundError(order_id)
+    return _json(200, row)
+
+
+@app.get("/orders/<order_id>/events")
+def get_order_events(order_id: Annotated[str, Path()]) -> Response[Any]:
+    events = services.orders.order_history(_parse_order_id(order_id))
+    return _json(200, {"events": events})
+
+
+@app.get("/customers/<customer_id>/orders")
+def list_customer_orders(
+    customer_id: Annotated[CustomerId, Path()],
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> Response[Any]:
+    page = services.summaries.list_customer_orders(customer_id, limit, cursor)
+    return _json(200, {"orders": list(page.items), "next_cursor": page.next_cursor})
+
+
+@app.get("/health")
+def health() -> Response[Any]:
+    return _json(200, {"status": "ok"})
+
+
+# Errors ---------------------------------------------------------------------------
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(error: RequestValidationError) -> Response[Any]:
+    details = error.errors()
+    if any(detail.get("type") == "json_invalid" for detail in details):
+        return _errors(400, [{"loc": ["body"], "msg": "request body is not valid JSON"}])
+    errors = [
+        {"loc": [str(part) for part in detail.get("loc", ())], "msg": detail.get("msg", "")}
+        for detail in details
+    ]
+    return _errors(422, errors)
+
+
+@app.exception_handler(DomainError)
+def _domain_rule_broken(error: DomainError) -> Response[Any]:
+    location = ["body", *error.field.split(".")] if error.field else ["body"]
+    return _errors(422, [{"loc": location, "msg": str(error)}])
+
+
+@app.exception_handler(IdempotencyKeyReusedError)
+def _idempotency_key_reused(error: IdempotencyKeyReusedError) -> Response[Any]:
+    return _errors(422, [{"loc": ["header", "Idempotency-Key"], "msg": str(error)}])
+
+
+@app.exception_handler(InvalidCursorError)
+def _invalid_cursor(error: InvalidCursorError) -> Response[Any]:
+    return _errors(422, [{"loc": ["query", "cursor"], "msg": str(error)}])
+
+
+@app.exception_handler(OrderNotFoundError)
+def _order_not_found(error: OrderNotFoundError) -> Response[Any]:
+    return _message(404, str(error))
+
+
+@app.exception_handler(VersionConflictError)
+def _conflict(error: VersionConflictError) -> Response[Any]:
+    return _message(409, str(error))
+
+
+@app.exception_handler(CommitTooLargeError)
+def _too_large(error: CommitTooLargeError) -> Response[Any]:
+    return _message(413, str(error))
+
+
+@app.exception_handler(TransientStoreError)
+def _busy(error: TransientStoreError) -> Response[Any]:
+    logger.warning("store busy", extra={"error": str(error)})
+    return _message(503, "the order store is busy; retry after a second", {"Retry-After": "1"})
+
+
+@app.not_found
+def _route_not_found(_: Exception) -> Response[Any]:
+    return _message(404, f"no route for {app.current_event.http_method} {app.current_event.path}")
+
+
+# Entry point ----------------------------------------------------------------------
+
+
+def _body_too_large(event: dict[str, Any]) -> bool:
+    body = event.get("body") or ""
+    # A base64 body is a third larger than its bytes; compare the decoded size.
+    size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
+    return size > MAX_BODY_BYTES
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if _body_too_large(event):
+        return {
+            "statusCode": 413,
+            "headers": {"Content-Type": content_types.APPLICATION_JSON},
+            "body": f'{{"message": "request body exceeds {MAX_BODY_BYTES} bytes"}}',
+        }
+    return app.resolve(event, context)
