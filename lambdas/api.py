@@ -8,6 +8,7 @@ malformed JSON, 422 with a list of field errors for invalid input,
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -187,12 +188,36 @@ def _body_too_large(event: dict[str, Any]) -> bool:
     return size > MAX_BODY_BYTES
 
 
+def _non_object_body_error(event: dict[str, Any]) -> dict[str, Any] | None:
+    """Reject a JSON body that is not an object before validation sees it.
+
+    NOTE: Powertools 3.37 validation unwraps a list body to its first element
+    for a model parameter, so ``[{...}]`` would pass as ``{...}`` without this.
+    """
+    body = event.get("body")
+    if not body or event.get("isBase64Encoded") or body.lstrip().startswith("{"):
+        return None
+    try:
+        json.loads(body)
+    except ValueError:
+        return None  # the validation step reports malformed JSON as 400
+    problem = {"errors": [{"loc": ["body"], "msg": "request body must be a JSON object"}]}
+    return {
+        "statusCode": 422,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps(problem),
+    }
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if _body_too_large(event):
         return {
             "statusCode": 413,
             "headers": {"Content-Type": content_types.APPLICATION_JSON},
-            "body": f'{{"message": "request body exceeds {MAX_BODY_BYTES} bytes"}}',
+            "body": json.dumps({"message": f"request body exceeds {MAX_BODY_BYTES} bytes"}),
         }
+    rejected = _non_object_body_error(event)
+    if rejected is not None:
+        return rejected
     return app.resolve(event, context)
