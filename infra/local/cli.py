@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from infra.local import dynamodb_local
 
@@ -37,7 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--in-memory",
         action="store_true",
-        help="keep DynamoDB data in memory instead of under .orders-data/",
+        help="keep DynamoDB data and stream positions in memory instead of under .orders-data/",
+    )
+    dev.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where DynamoDB data and stream positions are kept (default: .orders-data/ "
+        "in the project)",
     )
     dev.set_defaults(run=_dev)
     return parser

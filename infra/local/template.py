@@ -52,10 +52,22 @@ class Template:
     body: dict[str, Any]
     name_prefix: str = ""
     path: Path | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    """Parameter values that win over the template's defaults, like ``--parameter-overrides``."""
 
     @classmethod
-    def load(cls, path: Path = TEMPLATE_PATH, name_prefix: str = "") -> Template:
-        return cls(body=yaml_parse(path.read_text()), name_prefix=name_prefix, path=path)
+    def load(
+        cls,
+        path: Path = TEMPLATE_PATH,
+        name_prefix: str = "",
+        parameters: Mapping[str, str] | None = None,
+    ) -> Template:
+        return cls(
+            body=yaml_parse(path.read_text()),
+            name_prefix=name_prefix,
+            path=path,
+            parameters=dict(parameters or {}),
+        )
 
     @property
     def resources(self) -> dict[str, dict[str, Any]]:
@@ -81,6 +93,24 @@ class Template:
             for logical_id in self.resources_of_type("AWS::DynamoDB::Table")
         }
 
+    def queue_names(self) -> dict[str, str]:
+        """Name each queue locally; a FIFO queue's name must end in ``.fifo``."""
+        names = {}
+        for logical_id, resource in self.resources_of_type("AWS::SQS::Queue").items():
+            fifo = bool(resource.get("Properties", {}).get("FifoQueue"))
+            names[logical_id] = self.local_name(logical_id) + (".fifo" if fifo else "")
+        return names
+
+    def api_stage(self, rest_api_id: str | None) -> str:
+        """The stage of the API that ``rest_api_id`` (a resolved ``RestApiId``) names.
+
+        Events without ``RestApiId`` belong to SAM's implicit API, whose stage is ``Prod``.
+        """
+        for logical_id, resource in self.resources_of_type("AWS::Serverless::Api").items():
+            if self.local_name(logical_id) == rest_api_id:
+                return str(self.resolve(resource.get("Properties", {}).get("StageName", "Prod")))
+        return "Prod"
+
     # Intrinsic functions ----------------------------------------------------------
 
     def resolve(self, value: Any) -> Any:
@@ -105,6 +135,8 @@ class Template:
     def _resolve_ref(self, name: str) -> str:
         parameters = self.body.get("Parameters", {})
         if name in parameters:
+            if name in self.parameters:
+                return self.parameters[name]
             return str(parameters[name].get("Default", ""))
         if name == "AWS::Region":
             return LOCAL_REGION
@@ -121,6 +153,7 @@ class Template:
             if attribute == "StreamArn":
                 return f"arn:aws:dynamodb:{LOCAL_REGION}:{LOCAL_ACCOUNT}:table/{name}/stream"
         if resource_type == "AWS::SQS::Queue":
+            name = self.queue_names()[logical_id]
             if attribute == "Arn":
                 return f"arn:aws:sqs:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{name}"
             if attribute == "QueueName":
