@@ -32,6 +32,9 @@ class OrderStatus(StrEnum):
     FAILED = "FAILED"
 
 
+LINE_RESERVED = "reserved"
+LINE_UNAVAILABLE = "unavailable"
+
 FINAL_STATUSES = frozenset({OrderStatus.FULFILLED, OrderStatus.CANCELLED, OrderStatus.FAILED})
 
 
@@ -116,8 +119,20 @@ class Order(Aggregate):
         lines: list[dict[str, Any]]
         total: int
 
+    class LineReserved(Aggregate.Event):
+        sku: str
+        quantity: int
+
+    class LineUnavailable(Aggregate.Event):
+        sku: str
+        requested: int
+        available: int
+
     class ItemsReserved(Aggregate.Event):
         pass
+
+    class ReservationFailed(Aggregate.Event):
+        unavailable_skus: list[str]
 
     class PaymentCaptured(Aggregate.Event):
         payment_id: str
@@ -130,6 +145,12 @@ class Order(Aggregate):
 
     class OrderFailed(Aggregate.Event):
         reason: str
+
+    class AttentionRequired(Aggregate.Event):
+        reason: str
+
+    class AttentionResolved(Aggregate.Event):
+        pass
 
     @event(OrderPlaced)
     def __init__(
@@ -149,6 +170,9 @@ class Order(Aggregate):
         self.payment_id: str | None = None
         self.shipment_id: str | None = None
         self.failure_reason: str | None = None
+        self.line_results: dict[str, str] = {}
+        self.needs_attention = False
+        self.attention_reason: str | None = None
 
     @classmethod
     def place(
@@ -198,13 +222,61 @@ class Order(Aggregate):
                 f"order {self.id} is {self.status.value}; {command} needs one of: {expected}"
             )
 
-    def mark_items_reserved(self) -> None:
-        self._require_status("mark_items_reserved", OrderStatus.PLACED)
-        self._record_items_reserved()
+    @property
+    def reserved_skus(self) -> list[str]:
+        return [sku for sku, result in self.line_results.items() if result == LINE_RESERVED]
+
+    @property
+    def unavailable_skus(self) -> list[str]:
+        return [sku for sku, result in self.line_results.items() if result == LINE_UNAVAILABLE]
+
+    @property
+    def all_lines_have_results(self) -> bool:
+        return len(self.line_results) == len(self._lines)
+
+    def line(self, sku: str) -> OrderLine:
+        for line in self._lines:
+            if line.sku == sku:
+                return line
+        raise InvalidOrderError(f"order {self.id} has no line for sku {sku!r}", field="sku")
+
+    def record_line_result(self, sku: str, *, reserved: bool, available: int) -> bool:
+        """Record whether stock was reserved for one line; return False if already recorded.
+
+        The last line's result also records the outcome for the whole order:
+        ``ItemsReserved`` when every line was reserved, else ``ReservationFailed``.
+        """
+        line = self.line(sku)
+        if sku in self.line_results:
+            return False
+        self._require_status("record_line_result", OrderStatus.PLACED)
+        if reserved:
+            self._record_line_reserved(sku=sku, quantity=line.quantity)
+        else:
+            self._record_line_unavailable(sku=sku, requested=line.quantity, available=available)
+
+        if self.all_lines_have_results:
+            if self.unavailable_skus:
+                self._record_reservation_failed(unavailable_skus=self.unavailable_skus)
+            else:
+                self._record_items_reserved()
+        return True
+
+    @event(LineReserved)
+    def _record_line_reserved(self, sku: str, quantity: int) -> None:
+        self.line_results[sku] = LINE_RESERVED
+
+    @event(LineUnavailable)
+    def _record_line_unavailable(self, sku: str, requested: int, available: int) -> None:
+        self.line_results[sku] = LINE_UNAVAILABLE
 
     @event(ItemsReserved)
     def _record_items_reserved(self) -> None:
         self._status = OrderStatus.RESERVED.value
+
+    @event(ReservationFailed)
+    def _record_reservation_failed(self, unavailable_skus: list[str]) -> None:
+        pass
 
     def record_payment(self, payment_id: str) -> None:
         self._require_status("record_payment", OrderStatus.RESERVED)
@@ -242,3 +314,23 @@ class Order(Aggregate):
     def _record_failed(self, reason: str) -> None:
         self.failure_reason = reason
         self._status = OrderStatus.FAILED.value
+
+    def require_attention(self, reason: str) -> None:
+        """Flag the order for an operator: a compensation failed after its retries."""
+        if self.needs_attention and self.attention_reason == reason:
+            return
+        self._record_attention_required(_require_reason(reason))
+
+    @event(AttentionRequired)
+    def _record_attention_required(self, reason: str) -> None:
+        self.needs_attention = True
+        self.attention_reason = reason
+
+    def resolve_attention(self) -> None:
+        if self.needs_attention:
+            self._record_attention_resolved()
+
+    @event(AttentionResolved)
+    def _record_attention_resolved(self) -> None:
+        self.needs_attention = False
+        self.attention_reason = None

@@ -30,6 +30,7 @@ PUBLIC_FIELDS = (
     "payment_id",
     "shipment_id",
     "failure_reason",
+    "attention_reason",
 )
 
 
@@ -84,6 +85,12 @@ def apply_event(row: Row | None, event: Any) -> Row:
     elif isinstance(event, Order.OrderFailed):
         updated["status"] = OrderStatus.FAILED.value
         updated["failure_reason"] = event.reason
+    elif isinstance(event, Order.AttentionRequired):
+        updated["needs_attention"] = True
+        updated["attention_reason"] = event.reason
+    elif isinstance(event, Order.AttentionResolved):
+        updated["needs_attention"] = False
+        updated.pop("attention_reason", None)
     # Any other event type only advances the version, so later events still apply.
     return updated
 
