@@ -81,3 +81,22 @@ class SummaryStore(Protocol):
         Raises :class:`StaleRowError` otherwise, and writes nothing.
         """
         ...
+
+
+@dataclass(frozen=True)
+class ReservationRequest:
+    order_id: str
+    sku: str
+    quantity: int
+
+
+class ReservationQueue(Protocol):
+    """Fan-out of an order's lines: one message per line to the item workers."""
+
+    def send(self, requests: Sequence[ReservationRequest]) -> None: ...
+
+
+class AttentionQueue(Protocol):
+    """Dead-letter queue for saga steps that failed after their retries."""
+
+    def report(self, *, order_id: str, step: str, reason: str) -> None: ...
