@@ -1,4 +1,4 @@
-"""Where each stream poller got to, per shard, so a restarted stack resumes instead of replaying.
+"""Per-shard positions of the stream pollers, so a restarted stack resumes instead of replaying.
 
 Lambda keeps this position inside the event source mapping. Locally it is a JSON file in
 the data folder, written atomically after every batch::
@@ -36,7 +36,7 @@ class ShardPosition:
 
 
 class CheckpointStore:
-    """Shard positions of every event source mapping; thread-safe; optionally on disk."""
+    """Thread-safe store of the shard positions of every mapping, in a file when given a path."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path

@@ -7,10 +7,10 @@ how EventBridge treats them (moto's matcher does not descend into arrays of obje
 Object keys in a pattern are ANDed; ``$or`` takes a list of sub-patterns, any of which
 may match.
 
-Supported matchers: literal strings, numbers, booleans and null; ``prefix``, ``suffix``,
-``equals-ignore-case``, ``wildcard``, ``anything-but`` (a value, a list, or a nested
-``prefix``/``suffix``/``equals-ignore-case``/``wildcard``), ``numeric`` (pairs of an
-operator and a number), ``exists`` and ``cidr``.
+Supported matchers are literal strings, numbers, booleans and null, plus ``prefix``,
+``suffix``, ``equals-ignore-case``, ``wildcard``, ``numeric`` (operator and number pairs),
+``exists``, ``cidr`` and ``anything-but``. The last takes a value, a list, or a nested
+``prefix``, ``suffix``, ``equals-ignore-case`` or ``wildcard``.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ _NUMERIC_OPERATORS: dict[str, Callable[[float, float], bool]] = {
 
 
 class PatternError(ValueError):
-    """A pattern is not valid JSON or uses a matcher this module does not know."""
+    """A pattern is invalid JSON or uses an unsupported matcher."""
 
 
 @dataclass(frozen=True)
 class EventPattern:
-    """One parsed pattern; ``matches(event)`` tells whether an event passes it."""
+    """A parsed pattern. ``matches(event)`` returns whether the event passes it."""
 
     pattern: Mapping[str, Any]
 

@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from infra.local.runner import Invoker
+from infra.local.runner import Invoker, RunnerError
 from infra.local.template import LOCAL_ACCOUNT, Template
 
 logger = logging.getLogger("orders.local.gateway")
@@ -424,16 +424,20 @@ def _make_handler(gateway: ApiGateway) -> type[BaseHTTPRequestHandler]:
             request_id = event["requestContext"]["requestId"]
             try:
                 result = gateway.invokers[route.function_id].invoke(event)
+            except RunnerError as error:
+                logger.error("%s: the invocation failed: %s", route.function_id, error)
+                return self._error(HTTPStatus.BAD_GATEWAY, "Internal server error", request_id)
             except Exception:
                 logger.exception("%s: the invocation failed", route.function_id)
                 return self._error(HTTPStatus.BAD_GATEWAY, "Internal server error", request_id)
             if result.failed:
                 payload = result.payload if isinstance(result.payload, dict) else {}
+                message = str(payload.get("errorMessage", "")).strip()
                 logger.error(
                     "%s: %s: %s",
                     route.function_id,
                     payload.get("errorType", result.function_error),
-                    payload.get("errorMessage", ""),
+                    message.splitlines()[0] if message else "",
                 )
                 return self._error(HTTPStatus.BAD_GATEWAY, "Internal server error", request_id)
             try:
@@ -447,11 +451,17 @@ def _make_handler(gateway: ApiGateway) -> type[BaseHTTPRequestHandler]:
             return response.status
 
         def _read_body(self) -> bytes | None:
-            """Read the body, or return None when it is over the limit."""
+            """Read the body, or return None when it is over the limit.
+
+            An oversized body is still read and dropped, up to twice the limit, so the
+            client, still sending, gets to read the 413 instead of a reset connection.
+            """
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
                 return self._read_chunked()
-            length = int(self.headers.get("Content-Length") or 0)
+            length = _content_length(self.headers.get("Content-Length"))
             if length > gateway.max_body_bytes:
+                if length <= 2 * gateway.max_body_bytes:
+                    self._discard(length)
                 return None
             return self.rfile.read(length) if length > 0 else b""
 
@@ -464,16 +474,27 @@ def _make_handler(gateway: ApiGateway) -> type[BaseHTTPRequestHandler]:
                 if size == 0:
                     while self.rfile.readline(1024).strip():
                         pass
-                    return b"".join(chunks)
+                    return None if total > gateway.max_body_bytes else b"".join(chunks)
                 total += size
-                if total > gateway.max_body_bytes:
+                if total > 2 * gateway.max_body_bytes:
                     return None
-                chunks.append(self.rfile.read(size))
+                if total > gateway.max_body_bytes:
+                    chunks.clear()
+                    self._discard(size)
+                else:
+                    chunks.append(self.rfile.read(size))
                 self.rfile.readline(16)
+
+        def _discard(self, length: int) -> None:
+            while length > 0:
+                read = len(self.rfile.read(min(length, 1024 * 1024)))
+                if not read:
+                    return
+                length -= read
 
         def _drain_small_body(self) -> None:
             """Read a small body we will not use, so keep-alive stays in sync; drop big ones."""
-            length = int(self.headers.get("Content-Length") or 0)
+            length = _content_length(self.headers.get("Content-Length"))
             if 0 < length <= 64 * 1024:
                 self.rfile.read(length)
             elif length or "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -519,6 +540,13 @@ def _make_handler(gateway: ApiGateway) -> type[BaseHTTPRequestHandler]:
             """Requests are logged once, with their outcome, by _handle."""
 
     return ProxyHandler
+
+
+def _content_length(header: str | None) -> int:
+    try:
+        return max(0, int(header or 0))
+    except ValueError:
+        return 0
 
 
 _ERROR_TYPES = {

@@ -35,6 +35,7 @@ from typing import IO, Any, Protocol
 from infra.local.function_host import (
     FUNCTION_ERROR_HEADER,
     INVOKE_PATH,
+    MAX_PAYLOAD_BYTES,
     REQUEST_ID_HEADER,
 )
 from infra.local.template import LOCAL_ACCOUNT, LOCAL_REGION, FunctionSpec
@@ -46,7 +47,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # pydantic and Powertools deserves more before we call it broken.
 DEFAULT_INIT_TIMEOUT = 30.0
 # Time for the HTTP round trip on top of the function's own Timeout.
-INVOKE_GRACE_SECONDS = 1.0
+INVOKE_GRACE_SECONDS = 0.5
 STOP_TIMEOUT = 5.0
 
 OutputSink = Callable[[str, str], None]
@@ -55,6 +56,10 @@ OutputSink = Callable[[str, str], None]
 
 class RunnerError(RuntimeError):
     """A function environment could not be started or reached."""
+
+
+class PayloadTooLargeError(RunnerError):
+    """The event is over Lambda's 6 MB limit for a synchronous invocation."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +239,11 @@ class FunctionRunner:
         request_id = str(uuid.uuid4())
         started = time.monotonic()
         body = json.dumps(event).encode()
+        if len(body) > MAX_PAYLOAD_BYTES:
+            raise PayloadTooLargeError(
+                f"{self.function_name}: the event is {len(body)} bytes, over Lambda's "
+                f"{MAX_PAYLOAD_BYTES}-byte limit for a synchronous invocation"
+            )
         environment = self._acquire(wait_timeout if wait_timeout is not None else self.timeout)
         try:
             payload, function_error = self._call(environment, body, request_id)

@@ -1,10 +1,10 @@
 """The whole system on one machine, from the same SAM template: what ``orders dev`` runs.
 
-``LocalStack`` starts, in order: the API gateway's socket (so a taken port fails before
-anything slow starts), DynamoDB Local and the template's tables, moto (SQS and the
-template's queues), one runner per function, one stream poller per ``Type: DynamoDB``
-event, and the gateway's server thread. ``stop()`` undoes it in reverse order and
-leaves no child process behind. Tests use it in-process::
+``LocalStack`` first binds the API gateway's socket, so a taken port fails before anything
+slow starts. Then it starts DynamoDB Local with the template's tables, moto with the
+template's queues, one runner per function, one stream poller per ``Type: DynamoDB`` event
+and the gateway's server thread. ``stop()`` stops them in reverse order and waits for
+every child process. Tests use it in-process::
 
     with LocalStack(name_prefix="t1-", dynamodb_endpoint_url=url) as stack:
         requests.get(f"{stack.api_url}/health", timeout=5)
@@ -147,7 +147,7 @@ class LocalStack:
 
     @property
     def service_environment(self) -> dict[str, str]:
-        """What points boto3 inside a function (or a test) at the local services."""
+        """Environment variables that point boto3 in a function (or a test) at local services."""
         return {
             # Anything not named below goes to moto rather than to real AWS.
             "AWS_ENDPOINT_URL": self.moto_endpoint_url,
@@ -162,7 +162,7 @@ class LocalStack:
         }
 
     def client(self, service: str) -> Any:
-        """A boto3 client for one of the stack's services (dynamodb, dynamodbstreams, sqs...)."""
+        """Create a boto3 client for one of the stack's services (dynamodb, sqs, ...)."""
         local = {"dynamodb", "dynamodbstreams"}
         endpoint = self.dynamodb_endpoint_url if service in local else self.moto_endpoint_url
         return moto_server.client(service, endpoint)

@@ -1,9 +1,9 @@
 """Emulate a Lambda event source mapping on a DynamoDB stream of DynamoDB Local.
 
-One ``StreamPoller`` (one thread) per mapping reads every shard with the
-``dynamodbstreams`` API, oldest lineage first (a child shard waits until its parent is
-read to the end), filters records by the mapping's FilterCriteria, batches them and
-invokes the function with ``{"Records": [...]}``.
+One ``StreamPoller`` thread per mapping reads every shard with the ``dynamodbstreams``
+API. A child shard waits until its parent is read to the end. Records that pass the
+mapping's FilterCriteria are batched, and the function is invoked with
+``{"Records": [...]}``.
 
 Failure handling follows Lambda's, with these local choices:
 
@@ -56,7 +56,7 @@ SHARD_REFRESH_INTERVAL = 1.0
 GET_RECORDS_LIMIT = 1000
 
 FailureSink = Callable[[str, dict[str, Any]], None]
-"""Sends (destination ARN, on-failure message) somewhere, e.g. an SQS queue."""
+"""Callable that sends (destination ARN, on-failure message), e.g. to an SQS queue."""
 
 
 class StreamPollerError(RuntimeError):
@@ -460,7 +460,7 @@ class StreamPoller:
                 ok=False,
                 function_error=result.function_error,
                 detail=f"function error {payload.get('errorType', result.function_error)}: "
-                f"{payload.get('errorMessage', '')}",
+                f"{_first_line(payload.get('errorMessage', ''))}",
                 request_id=result.request_id,
             )
         if self.mapping.report_item_failures:
@@ -530,6 +530,12 @@ class StreamPoller:
             shard.shard_id,
             ShardPosition(sequence_number=sequence_number, finished=shard.finished),
         )
+
+
+def _first_line(message: Any, limit: int = 200) -> str:
+    """The function's own output has the full traceback; a log line needs the gist."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _sequence(record: dict[str, Any]) -> str:
