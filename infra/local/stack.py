@@ -63,6 +63,10 @@ DYNAMODB_LOG_NAME = "dynamodb-local.log"
 DEFAULT_API_CONCURRENCY = 2
 
 
+# Event source types that the local stack delivers: the gateway and the stream pollers.
+_LOCAL_EVENT_TYPES = {"Api", "DynamoDB"}
+
+
 class StackError(RuntimeError):
     """A part of the local stack could not start."""
 
@@ -225,6 +229,15 @@ class LocalStack:
             )
         service_environment = {**self.service_environment, **self.extra_environment}
         for function_id, spec in specs.items():
+            for event_name, event in spec.events.items():
+                if event.get("Type") not in _LOCAL_EVENT_TYPES:
+                    # NOTE: nothing local delivers these yet, so the function never sees them.
+                    logger.warning(
+                        "%s.%s: the local stack does not run %s events yet",
+                        function_id,
+                        event_name,
+                        event.get("Type"),
+                    )
             function_name = self.template.local_name(function_id)
             environment = lambda_environment(
                 spec,
