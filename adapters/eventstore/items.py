@@ -11,6 +11,7 @@ Command records sit in their own partition, ``command#<id>``, at position 0.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -168,6 +169,9 @@ def _binary(value: Mapping[str, Any]) -> bytes:
     raw = value["B"]
     if isinstance(raw, bytes | bytearray):
         return bytes(raw)
+    if isinstance(raw, str):
+        # Lambda delivers stream records as JSON, where binary values are base64 text.
+        return base64.b64decode(raw, validate=True)
     # boto3's TypeDeserializer hands over a Binary wrapper instead of bytes.
     wrapped: bytes = raw.value
     return wrapped
