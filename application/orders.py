@@ -8,6 +8,7 @@ from datetime import UTC
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import DomainEventProtocol
 
 from application.commands import PlaceOrder
@@ -87,6 +88,20 @@ class OrdersApplication(TipApplication):
             first_order_id = duplicate.recorded.result["order_id"]
             return PlacedOrder(order_id=first_order_id, command_id=command_id, replayed=True)
         return PlacedOrder(order_id=str(order.id), command_id=command_id, replayed=False)
+
+    def cancel_order(self, order_id: UUID, reason: str) -> int:
+        """Cancel an order that has not shipped; return the order's new version.
+
+        Raises InvalidTransitionError once the order is fulfilled, failed or
+        already cancelled. The saga compensates what it did (refund, stock).
+        """
+        try:
+            order: Order = self.repository.get(order_id)
+        except AggregateNotFoundError:
+            raise OrderNotFoundError(str(order_id)) from None
+        order.cancel(reason)
+        self.save(order)
+        return order.version
 
     def order_history(self, order_id: UUID) -> list[dict[str, Any]]:
         """Return every event of an order, oldest first, with payment tokens redacted."""

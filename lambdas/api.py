@@ -18,10 +18,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from adapters.composition import build_order_services
-from application.commands import IdempotencyKey, PlaceOrder
+from application import inventory
+from application.commands import IdempotencyKey, PlaceOrder, Sku
 from application.errors import (
     CommitTooLargeError,
     IdempotencyKeyReusedError,
@@ -29,9 +30,11 @@ from application.errors import (
     TransientStoreError,
     VersionConflictError,
 )
+from application.inventory import SkuNotFoundError
 from application.ports import InvalidCursorError
-from domain.errors import DomainError
-from domain.order import ID_PATTERN
+from domain.errors import DomainError, InvalidTransitionError
+from domain.inventory import MAX_STOCK
+from domain.order import ID_PATTERN, MAX_REASON_LENGTH
 
 logger = Logger(service="orders")
 services = build_order_services()
@@ -116,6 +119,63 @@ def list_customer_orders(
     return _json(200, {"orders": list(page.items), "next_cursor": page.next_cursor})
 
 
+class CancelOrder(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=MAX_REASON_LENGTH)] = (
+        "cancelled by the customer"
+    )
+
+
+@app.post("/orders/<order_id>/cancel")
+def cancel_order(
+    order_id: Annotated[str, Path()], command: Annotated[CancelOrder | None, Body()] = None
+) -> Response[Any]:
+    reason = (command or CancelOrder()).reason
+    version = services.orders.cancel_order(_parse_order_id(order_id), reason)
+    logger.info(
+        "order cancelled", extra={"order_id": order_id, "stream_id": order_id, "version": version}
+    )
+    return _json(202, {"order_id": order_id, "status": "CANCELLED"})
+
+
+class Restock(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    quantity: Annotated[int, Field(strict=True, ge=1, le=MAX_STOCK)]
+
+
+class StockCount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    on_hand: Annotated[int, Field(strict=True, ge=0, le=MAX_STOCK)]
+
+
+@app.post("/inventory/<sku>/restock")
+def restock(sku: Annotated[Sku, Path()], command: Annotated[Restock, Body()]) -> Response[Any]:
+    level = inventory.restock(services.orders, sku, command.quantity)
+    logger.info(
+        "stock added", extra={"sku": sku, "quantity": command.quantity, "version": level["version"]}
+    )
+    return _json(200, level)
+
+
+@app.put("/inventory/<sku>")
+def count_stock(
+    sku: Annotated[Sku, Path()], command: Annotated[StockCount, Body()]
+) -> Response[Any]:
+    level = inventory.count_stock(services.orders, sku, command.on_hand)
+    logger.info(
+        "stock counted", extra={"sku": sku, "on_hand": command.on_hand, "version": level["version"]}
+    )
+    return _json(200, level)
+
+
+@app.get("/inventory/<sku>")
+def get_stock(sku: Annotated[Sku, Path()]) -> Response[Any]:
+    return _json(200, inventory.get_stock(services.orders, sku))
+
+
 @app.get("/health")
 def health() -> Response[Any]:
     return _json(200, {"status": "ok"})
@@ -150,6 +210,16 @@ def _idempotency_key_reused(error: IdempotencyKeyReusedError) -> Response[Any]:
 @app.exception_handler(InvalidCursorError)
 def _invalid_cursor(error: InvalidCursorError) -> Response[Any]:
     return _errors(422, [{"loc": ["query", "cursor"], "msg": str(error)}])
+
+
+@app.exception_handler(InvalidTransitionError)
+def _invalid_transition(error: InvalidTransitionError) -> Response[Any]:
+    return _message(409, str(error))
+
+
+@app.exception_handler(SkuNotFoundError)
+def _sku_not_found(error: SkuNotFoundError) -> Response[Any]:
+    return _message(404, str(error))
 
 
 @app.exception_handler(OrderNotFoundError)

@@ -44,6 +44,10 @@ ALLOWED_MANAGED_POLICY_ARNS: dict[str, str] = {
     "AWSLambdaDynamoDBExecutionRole": (
         "arn:aws:iam::aws:policy/service-role/AWSLambdaDynamoDBExecutionRole"
     ),
+    # SAM attaches it for an SQS event: receive and delete on every queue (Resource "*").
+    "AWSLambdaSQSQueueExecutionRole": (
+        "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"
+    ),
 }
 
 # SAM policy templates whose fixed action sets are wider than any function here needs
