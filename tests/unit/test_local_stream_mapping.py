@@ -15,7 +15,10 @@ STREAM = "arn:aws:dynamodb:us-east-1:000000000000:table/Events/stream"
 
 
 def test_real_template_projector_mapping() -> None:
-    (mapping,) = stream_mappings(Template.load(name_prefix="p-"))
+    mappings = {
+        mapping.mapping_id: mapping for mapping in stream_mappings(Template.load(name_prefix="p-"))
+    }
+    mapping = mappings["ProjectorFunction/EventsStream"]
 
     assert (
         mapping.mapping_id,
