@@ -326,7 +326,16 @@ def _translate(
         isinstance(error, stripe.APIError)
         and (error.http_status is None or error.http_status >= 500 or error.http_status == 409)
     ):
+        answered = error.http_status is not None
+        details["outcome_known"] = answered
         logger.warning("Stripe call failed transiently", extra=details)
+        if answered:
+            return PaymentTransientError(
+                f"{context}; Stripe answered with an error, retry with the next attempt",
+                order_id=order_id,
+                attempt=attempt,
+                outcome_known=True,
+            )
         return PaymentTransientError(
             f"{context}; the outcome is unknown, retry with the same attempt",
             order_id=order_id,

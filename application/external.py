@@ -7,15 +7,16 @@ redelivered message) without repeating the effect.
 Idempotency keys come from the order id and the saga's *logical* attempt, never from a
 clock or a random value:
 
-- An attempt is one business try at an effect with one set of parameters. The saga retries
-  a transient error (a timeout, a 5xx, a throttle) with the **same** attempt number, so the
-  provider either replays the stored result or runs the request for the first time. It
-  never runs the request twice.
-- The saga moves to the next attempt only after a final outcome, and only when it means to
-  cause a new effect (for example a charge with another payment method after a decline).
-  Reusing an attempt with other parameters is a programming error, and the provider
+- An attempt is one business try at an effect with one set of parameters. Transport-level
+  retries inside an adapter resend the same request with the same key.
+- When a call ends without an answer (a timeout, a dropped connection), the outcome is
+  unknown: the saga retries with the **same** attempt, so the provider either replays the
+  stored result or runs the request for the first time, and never runs it twice.
+- When the provider answered with an error (a 5xx, a 429), the saga moves to the next
+  attempt. Stripe stores a 500 under its key once the endpoint has started and replays it
+  to every retry with that key, so only a new key can succeed.
+- Reusing an attempt with other parameters is a programming error, and the provider
   rejects it (:class:`PaymentConfigurationError` for payments).
-- Transport-level retries inside an adapter resend the same request with the same key.
 
 Stripe keeps idempotency keys for at least 24 hours. A saga that retries one attempt for
 longer than that may cause a second effect, so it should flag the order for an operator
@@ -133,13 +134,21 @@ class PaymentDeclinedError(PaymentError):
 
 
 class PaymentTransientError(PaymentError):
-    """The provider could not be reached or was overloaded; retry with the same attempt.
+    """The provider could not be reached or answered with a retryable error.
 
-    The outcome is unknown: the request may have taken effect. Retrying with the same
-    attempt is safe because the provider replays the stored result.
+    ``outcome_known`` is false when no answer came back (a timeout, a dropped connection):
+    the request may have taken effect, so a retry must reuse the attempt, whose key makes
+    the provider replay the stored result. It is true when the provider answered (5xx,
+    429, 409): a retry uses the next attempt, because the provider replays a stored error.
     """
 
     retryable = True
+
+    def __init__(
+        self, message: str, *, order_id: str, attempt: int, outcome_known: bool = False
+    ) -> None:
+        super().__init__(message, order_id=order_id, attempt=attempt)
+        self.outcome_known = outcome_known
 
 
 class PaymentConfigurationError(PaymentError):

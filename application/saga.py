@@ -215,7 +215,7 @@ class OrderSagaProcess:
                 self.app.save(saga)
                 return True
             except PaymentTransientError as error:
-                known = getattr(error, "outcome_known", True)
+                known = error.outcome_known
                 saga.record_charge_failure(str(error), outcome_known=known)
                 self.app.save(saga)
                 delay = next(delays, None)
@@ -366,9 +366,7 @@ class OrderSagaProcess:
                     order_id=order_id, payment_id=payment_id, attempt=saga.refund_attempt
                 )
             except PaymentTransientError as error:
-                saga.record_refund_failure(
-                    str(error), outcome_known=getattr(error, "outcome_known", True)
-                )
+                saga.record_refund_failure(str(error), outcome_known=error.outcome_known)
                 self.app.save(saga)
                 delay = next(delays, None)
                 if delay is None:

@@ -175,9 +175,10 @@ def test_500s_past_retries_then_saga_retry(
     with pytest.raises(PaymentTransientError) as caught:
         charge(gateway)
     assert caught.value.retryable is True
+    assert caught.value.outcome_known is True
     assert stripe_fake.payment_intents() == []
 
-    result = charge(gateway)  # the saga retries the same attempt
+    result = charge(gateway, attempt=2)  # Stripe answered, so the saga moves to a new key
 
     assert [intent["id"] for intent in stripe_fake.payment_intents()] == [result.payment_id]
 
@@ -237,8 +238,9 @@ def test_unreachable_stripe_is_transient(settings: StripeSettings) -> None:
     closed.stop()
     gateway = StripePaymentGateway.from_settings(dataclasses.replace(settings, api_base=url))
 
-    with pytest.raises(PaymentTransientError):
+    with pytest.raises(PaymentTransientError) as caught:
         charge(gateway)
+    assert caught.value.outcome_known is False
 
 
 # --- configuration errors ---------------------------------------------------------------

@@ -27,12 +27,6 @@ from domain.order import Order, OrderLine, OrderStatus
 from domain.saga import OrderSaga, SagaOutcome, saga_id
 
 
-class UnknownOutcomeError(PaymentTransientError):
-    """A transient error after which the charge may have happened (a dropped connection)."""
-
-    outcome_known = False
-
-
 @dataclass
 class FakePayments:
     """Charges and refunds keyed by idempotency key, like a payment provider."""
@@ -61,7 +55,10 @@ class FakePayments:
             failure = self.charge_failures.pop(0) if self.charge_failures else None
             if failure == "500":
                 raise PaymentTransientError(
-                    "provider answered 500", order_id=order_id, attempt=attempt
+                    "provider answered 500",
+                    order_id=order_id,
+                    attempt=attempt,
+                    outcome_known=True,
                 )
             if payment_method in self.declined_methods:
                 raise PaymentDeclinedError(
@@ -79,7 +76,9 @@ class FakePayments:
                     currency=currency,
                 )
             if failure == "drop":
-                raise UnknownOutcomeError("connection dropped", order_id=order_id, attempt=attempt)
+                raise PaymentTransientError(
+                    "connection dropped", order_id=order_id, attempt=attempt, outcome_known=False
+                )
             return self.charges[key]
 
     def refund(
@@ -90,7 +89,10 @@ class FakePayments:
             if self.refund_failures:
                 self.refund_failures.pop(0)
                 raise PaymentTransientError(
-                    "provider answered 503", order_id=order_id, attempt=attempt
+                    "provider answered 503",
+                    order_id=order_id,
+                    attempt=attempt,
+                    outcome_known=True,
                 )
             if key not in self.refunds:
                 self.refunds[key] = RefundResult(
