@@ -24,6 +24,7 @@ from application.external import (
     EmailError,
     EmailSender,
     EmailTransientError,
+    PaymentAlreadyRefundedError,
     PaymentConfigurationError,
     PaymentDeclinedError,
     PaymentGateway,
@@ -314,7 +315,9 @@ class OrderSagaProcess:
                 return False
             saga.record_confirmation(message_id)
         saga.finish(SagaOutcome.FULFILLED)
-        self.app.save(saga)
+        if saga.raised_attention:
+            order.resolve_attention()
+        self.app.save(saga, order)
         return True
 
     # Compensation -----------------------------------------------------------------
@@ -374,6 +377,16 @@ class OrderSagaProcess:
                     return False
                 self.retry.sleep(delay)
                 continue
+            except PaymentAlreadyRefundedError as error:
+                # Someone refunded outside the saga: the money is back, but an
+                # operator should know, so the order keeps the flag.
+                saga.record_refund("refunded-outside-saga")
+                order.require_attention(f"payment {payment_id} was refunded outside the saga")
+                self.app.save(saga, order)
+                logger.warning(
+                    "payment already refunded", extra=_log_extra(order_id, error=str(error))
+                )
+                return True
             except (PaymentDeclinedError, PaymentConfigurationError) as error:
                 self._report_stuck(order, saga, "refund", str(error))
                 return False
@@ -397,7 +410,8 @@ class OrderSagaProcess:
             outcome = SagaOutcome.CANCELLED
         elif not order.is_final:
             order.fail(saga.compensation_reason or "failed")
-        order.resolve_attention()
+        if saga.raised_attention:
+            order.resolve_attention()  # the saga's own flag; the stuck step is done now
         saga.record_stock_released([item.sku for item in items])
         saga.finish(outcome)
         # Stock, order and saga commit together, so a crash leaves all or none.

@@ -109,6 +109,7 @@ class OrderSaga(Aggregate):
         self.refund_id: str | None = None
         self.stock_released = False
         self.stuck_step: str | None = None
+        self.raised_attention = False
         self.outcome: str | None = None
 
     @property
@@ -238,6 +239,7 @@ class OrderSaga(Aggregate):
     @event(CompensationStuck)
     def _record_stuck(self, step: str, reason: str) -> None:
         self.stuck_step = step
+        self.raised_attention = True
         if step == CONFIRMATION_STEP:
             # The send failed with an answer, so no e-mail went out: a retry may send one.
             self.confirmation_claimed = False

@@ -399,8 +399,10 @@ def test_failed_email_is_retried_by_operator(world: World) -> None:
 
     assert outcome is None
     assert world.email.sent == []
+    assert world.order(order_id).needs_attention
     assert world.saga.retry_stuck(order_id) == SagaOutcome.FULFILLED
     assert world.email.sent == [order_id]
+    assert not world.order(order_id).needs_attention
 
 
 def test_concurrent_orders_never_oversell(world: World) -> None:
