@@ -65,7 +65,7 @@ def count_stock(app: TipApplication, sku: str, on_hand: int) -> dict[str, Any]:
 
 def get_stock(app: TipApplication, sku: str) -> dict[str, Any]:
     try:
-        item: InventoryItem = app.repository.get(inventory_id(sku))
+        item: InventoryItem = app.repository.get(inventory_id(sku), fresh=True)
     except AggregateNotFoundError:
         raise SkuNotFoundError(sku) from None
     return stock_level(item)

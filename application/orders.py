@@ -16,6 +16,7 @@ from application.errors import (
     DuplicateCommandError,
     IdempotencyKeyReusedError,
     OrderNotFoundError,
+    VersionConflictError,
 )
 from application.eventsourced import TipApplication
 from application.ports import CommandRecord
@@ -28,6 +29,7 @@ _ENVELOPE_FIELDS = frozenset(
 # A payment method token is a credential: the history shows that one was given, not which.
 _REDACTED_FIELDS = frozenset({"payment_method"})
 REDACTED = "[redacted]"
+MAX_CONFLICT_RETRIES = 10
 
 
 @dataclass(frozen=True)
@@ -95,13 +97,18 @@ class OrdersApplication(TipApplication):
         Raises InvalidTransitionError once the order is fulfilled, failed or
         already cancelled. The saga compensates what it did (refund, stock).
         """
-        try:
-            order: Order = self.repository.get(order_id)
-        except AggregateNotFoundError:
-            raise OrderNotFoundError(str(order_id)) from None
-        order.cancel(reason)
-        self.save(order)
-        return order.version
+        for _ in range(MAX_CONFLICT_RETRIES):
+            try:
+                order: Order = self.repository.get(order_id)
+            except AggregateNotFoundError:
+                raise OrderNotFoundError(str(order_id)) from None
+            order.cancel(reason)
+            try:
+                self.save(order)
+            except VersionConflictError:
+                continue  # the saga moved the order on; decide again on its new state
+            return order.version
+        raise VersionConflictError(str(order_id), -1, None, None)
 
     def order_history(self, order_id: UUID) -> list[dict[str, Any]]:
         """Return every event of an order, oldest first, with payment tokens redacted."""

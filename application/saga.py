@@ -115,21 +115,21 @@ class OrderSagaProcess:
 
     def _load_order(self, order_id: str) -> Order:
         try:
-            order: Order = self.app.repository.get(UUID(order_id))
+            order: Order = self.app.repository.get(UUID(order_id), fresh=True)
         except (AggregateNotFoundError, ValueError):
             raise OrderNotFoundError(order_id) from None
         return order
 
     def _load_saga(self, order_id: str) -> OrderSaga | None:
         try:
-            saga: OrderSaga = self.app.repository.get(saga_id(order_id))
+            saga: OrderSaga = self.app.repository.get(saga_id(order_id), fresh=True)
         except AggregateNotFoundError:
             return None
         return saga
 
     def _load_inventory(self, sku: str) -> InventoryItem | None:
         try:
-            item: InventoryItem = self.app.repository.get(inventory_id(sku))
+            item: InventoryItem = self.app.repository.get(inventory_id(sku), fresh=True)
         except AggregateNotFoundError:
             return None
         return item
