@@ -10,7 +10,6 @@ length of its history. See :mod:`adapters.eventstore.items` for the layout.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 import uuid
@@ -73,22 +72,17 @@ def default_client_config() -> Config:
     )
 
 
-def transaction_token(commits: Sequence[StreamCommit], command_id: str | None, attempt: int) -> str:
-    """Derive the ``ClientRequestToken`` of a commit.
+def transaction_token() -> str:
+    """Return a new ``ClientRequestToken`` for one attempt of a commit.
 
-    When botocore retries a transaction whose response was lost, the same token
-    makes DynamoDB report success instead of a false version conflict. The token
-    covers the events' content, so two writers racing for the same version send
-    different tokens and one of them gets the conflict. A new attempt after a
-    cancellation gets a new token.
+    When botocore retries a transaction whose response was lost, it resends the
+    same request, token included, and DynamoDB reports success instead of a
+    false version conflict. The token is random: one derived from the events
+    would be shared by two writers of byte-identical events, and the loser would
+    get ``IdempotentParameterMismatchException`` instead of a version conflict.
+    A new attempt after a cancellation gets a new token.
     """
-    digest = hashlib.sha256()
-    for commit in commits:
-        for event in commit.events:
-            digest.update(f"{commit.stream_id}@{event.originator_version}:{event.topic};".encode())
-            digest.update(event.state)
-    digest.update(f"{command_id}#{attempt}".encode())
-    return str(uuid.UUID(bytes=digest.digest()[:16]))
+    return str(uuid.uuid4())
 
 
 class DynamoDBRecorder(ApplicationRecorder):
@@ -136,7 +130,7 @@ class DynamoDBRecorder(ApplicationRecorder):
             try:
                 response = self.client.transact_write_items(
                     TransactItems=actions,  # type: ignore[arg-type]
-                    ClientRequestToken=transaction_token(commits, command_id, attempt),
+                    ClientRequestToken=transaction_token(),
                     ReturnConsumedCapacity="TOTAL",
                 )
             except self.client.exceptions.TransactionCanceledException as error:
