@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from infra.local import dynamodb_local
-from infra.local.template import Template, create_tables
+from infra.local.template import Template
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -50,6 +50,14 @@ def dynamodb_client(dynamodb_local_server: dynamodb_local.DynamoDBLocal) -> Dyna
 
 @pytest.fixture
 def tables(dynamodb_client: DynamoDBClient) -> dict[str, str]:
-    """Create the template's tables under a prefix unique to this test; logical id -> name."""
+    """Create the template's tables under a prefix unique to this test; logical id -> name.
+
+    The tables have no streams: DynamoDB Local slows down as stream-enabled tables
+    accumulate in one process, and these tests read no stream. Tests of stream
+    consumers start a local stack, which creates its own tables with streams.
+    """
     template = Template.load(name_prefix=f"t{uuid.uuid4().hex[:10]}-")
-    return create_tables(dynamodb_client, template)
+    for request in template.create_table_requests().values():
+        request.pop("StreamSpecification", None)
+        dynamodb_client.create_table(**request)
+    return template.table_names()
