@@ -50,8 +50,11 @@ def source_of(event: Any) -> str | None:
 
 
 def to_integration_event(event: Any, aggregate: Any | None = None) -> IntegrationEvent | None:
-    """Map a domain event; ``aggregate`` is the state after its commit (the tip's snapshot),
-    which supplies the order id of saga events and the sku of inventory events."""
+    """Map a domain event to an integration event, or None for an unpublished aggregate.
+
+    ``aggregate`` is the state after the commit (the tip's snapshot). It supplies
+    the order id of saga events and the sku of inventory events.
+    """
     source = source_of(event)
     if source is None:
         return None

@@ -125,7 +125,7 @@ class InventoryItem(Aggregate):
         self.reservations[order_id] = quantity
 
     def release(self, order_id: str) -> bool:
-        """Release an order's reservation; return False if it holds none."""
+        """Release an order's reservation; return False if it has none."""
         quantity = self.reservations.get(order_id)
         if quantity is None:
             return False
@@ -137,7 +137,7 @@ class InventoryItem(Aggregate):
         del self.reservations[order_id]
 
     def ship(self, order_id: str) -> bool:
-        """Take an order's reserved units out of stock; return False if it holds none."""
+        """Take an order's reserved units out of stock; return False if it has no reservation."""
         quantity = self.reservations.get(order_id)
         if quantity is None:
             return False

@@ -1,10 +1,10 @@
 """Stream handler: publishes every committed event to EventBridge.
 
 A batch's tips become PutEvents entries, sent ten at a time. Entries that
-EventBridge reports failed are retried on their own; a record whose entries
+EventBridge reports failed are retried on their own. A record whose entries
 still fail is reported as a batch item failure, so the stream redelivers it
-(and the records after it) while the others count as done. Consumers are
-idempotent, so a redelivered record publishing again is harmless.
+and the records after it. Consumers are idempotent, so publishing a
+redelivered record again is harmless.
 """
 
 from __future__ import annotations
