@@ -69,14 +69,22 @@ class FunctionHost:
     """Imports the handler and runs invocations one after another."""
 
     def __init__(
-        self, *, handler_path: str, function_name: str, timeout: float, memory: int
+        self,
+        *,
+        handler_path: str,
+        function_name: str,
+        timeout: float,
+        memory: int,
+        function_arn: str | None = None,
     ) -> None:
         self.handler_path = handler_path
         self.function_name = function_name
         self.timeout = timeout
         self.memory = memory
         region = os.environ.get("AWS_REGION", "us-east-1")
-        self.function_arn = f"arn:aws:lambda:{region}:000000000000:function:{function_name}"
+        self.function_arn = (
+            function_arn or f"arn:aws:lambda:{region}:000000000000:function:{function_name}"
+        )
         self._handler: Handler | None = None
         self._init_error: dict[str, Any] | None = None
         # A Lambda environment runs one invocation at a time; module-level state in
@@ -230,6 +238,7 @@ def serve(arguments: argparse.Namespace) -> int:
         function_name=arguments.function_name,
         timeout=arguments.timeout,
         memory=arguments.memory,
+        function_arn=arguments.function_arn,
     )
     init_error = host.initialize()
 
@@ -262,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--function-name", required=True)
     parser.add_argument("--timeout", type=float, required=True)
     parser.add_argument("--memory", type=int, required=True)
+    parser.add_argument("--function-arn", default=None)
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
     return serve(parser.parse_args(argv))

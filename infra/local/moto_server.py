@@ -1,24 +1,26 @@
-"""moto's server for the AWS services the stack does not run for real (SQS now; EventBridge, SES).
+"""moto's server for the AWS services the stack does not run for real: SQS, EventBridge, SES.
 
 It runs in a thread of this process on a free port of 127.0.0.1. moto keeps its state
-per process, so stacks in one test session share it; the table/queue name prefix keeps
-them apart.
+per process, so stacks in one test session share it. The name prefix, and the stack
+name in bus names, keep them apart.
 
-moto answers for its own default account (123456789012), not the ``000000000000`` that
-``template.LOCAL_ACCOUNT`` puts into ARNs, so local code finds queues by name.
+moto uses its default account, 123456789012, which is ``template.LOCAL_ACCOUNT``, so the
+queue and bus ARNs that the template resolves are the ones moto reports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 from moto.server import ThreadedMotoServer
 
-from infra.local.template import LOCAL_REGION, Template
+from infra.local.template import LOCAL_ACCOUNT, LOCAL_REGION, Template
 
 logger = logging.getLogger("orders.local.moto")
 
@@ -39,7 +41,7 @@ _QUEUE_ATTRIBUTES = {
 
 
 def client(service: str, endpoint_url: str) -> Any:
-    """A boto3 client for a local endpoint with fake credentials and short timeouts."""
+    """Create a boto3 client for a local endpoint with fake credentials and short timeouts."""
     from botocore.config import Config
 
     return boto3.client(  # type: ignore[call-overload]
@@ -74,7 +76,16 @@ class MotoServer:
 
 
 def start(template: Template | None = None) -> MotoServer:
-    """Start moto on a free port and create the template's queues on it."""
+    """Start moto on a free port and create the template's queues and buses on it."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+
+    # moto reads MOTO_ACCOUNT_ID on every request, before the access key's account.
+    account = os.environ.get("MOTO_ACCOUNT_ID", DEFAULT_ACCOUNT_ID)
+    if account != LOCAL_ACCOUNT:
+        raise RuntimeError(
+            f"moto would answer for account {account}, but the local stack's ARNs name "
+            f"{LOCAL_ACCOUNT}; unset MOTO_ACCOUNT_ID so that both use {LOCAL_ACCOUNT}"
+        )
     # Port 0: a taken port would kill moto's server thread and leave start() waiting.
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -83,6 +94,8 @@ def start(template: Template | None = None) -> MotoServer:
     if template is not None:
         try:
             moto.queue_urls = create_queues(client("sqs", moto.endpoint_url), template)
+            template.queue_urls.update(moto.queue_urls)
+            create_event_buses(client("events", moto.endpoint_url), template)
         except Exception:
             moto.stop()
             raise
@@ -127,3 +140,19 @@ def create_queues(sqs_client: Any, template: Template) -> dict[str, str]:
             QueueUrl=url, AttributeNames=["QueueArn"]
         )["Attributes"]["QueueArn"]
     return urls
+
+
+def create_event_buses(events_client: Any, template: Template) -> dict[str, str]:
+    """Create each ``AWS::Events::EventBus`` unless it exists; return logical id -> name."""
+    names = template.event_bus_names()
+    for name in names.values():
+        with contextlib.suppress(events_client.exceptions.ResourceAlreadyExistsException):
+            events_client.create_event_bus(Name=name)
+    return names
+
+
+def verify_email_identities(ses_client: Any, addresses: set[str]) -> None:
+    """Verify sender addresses, since SES (and moto) sends only from verified identities."""
+    for address in sorted(addresses):
+        ses_client.verify_email_identity(EmailAddress=address)
+        logger.info("SES identity %s verified in moto", address)

@@ -379,6 +379,8 @@ class FunctionRunner:
             str(self.spec.timeout),
             "--memory",
             str(self.spec.memory_size),
+            "--function-arn",
+            function_arn(self.function_name),
             "--listen-fd",
             str(listener.fileno()),
             "--ready-fd",

@@ -1,10 +1,25 @@
 """The whole system on one machine, from the same SAM template: what ``orders dev`` runs.
 
 ``LocalStack`` first binds the API gateway's socket, so a taken port fails before anything
-slow starts. Then it starts DynamoDB Local with the template's tables, moto with the
-template's queues, one runner per function, one stream poller per ``Type: DynamoDB`` event
-and the gateway's server thread. ``stop()`` stops them in reverse order and waits for
-every child process. Tests use it in-process::
+slow starts. Then it starts, in this order:
+
+1. DynamoDB Local with the template's tables;
+2. the fake Stripe and the fake carrier (:mod:`infra.local.fake_stripe`,
+   :mod:`infra.local.fake_carrier`), whose addresses become the ``StripeApiKey`` and
+   ``CarrierApiUrl`` parameters and ``STRIPE_API_BASE`` of the functions that the template
+   gives ``STRIPE_API_KEY``. With ``stripe_api_key`` the real Stripe test API is used and
+   no fake Stripe starts. ``orders dev`` passes ``$STRIPE_API_KEY`` when it contains a
+   Stripe *test* key;
+3. moto (one server for SQS, EventBridge and SES) with the template's queues and buses,
+   the ``EMAIL_SENDER`` addresses of the functions verified as SES identities;
+4. the EventBridge routers of :mod:`infra.local.event_router`, before anything can put
+   an event;
+5. one runner per function, one stream poller per ``Type: DynamoDB`` event and one SQS
+   poller per ``Type: SQS`` event (:mod:`infra.local.sqs_poller`);
+6. the gateway's server thread, so ``/health`` answers only once all of the above is up.
+
+``stop()`` stops them in reverse order and waits for every child process. Tests use it
+in-process::
 
     with LocalStack(name_prefix="t1-", dynamodb_endpoint_url=url) as stack:
         requests.get(f"{stack.api_url}/health", timeout=5)
@@ -19,13 +34,19 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from infra.local import dynamodb_local, moto_server
+import requests
+
+from infra.local import dev_state, dynamodb_local, moto_server
 from infra.local.checkpoints import CHECKPOINT_FILE_NAME, CheckpointStore
+from infra.local.event_router import EventRouter, EventRouterError, start_routers
+from infra.local.fake_carrier import FakeCarrier
+from infra.local.fake_stripe import FakeStripe
 from infra.local.gateway import (
     MAX_REQUEST_BODY_BYTES,
     ApiGateway,
@@ -43,6 +64,15 @@ from infra.local.runner import (
     function_arn,
     lambda_environment,
 )
+from infra.local.sqs_poller import (
+    DEFAULT_POLLERS,
+    DEFAULT_RETRY_VISIBILITY,
+    SqsMapping,
+    SqsPoller,
+    SqsPollerError,
+    poller_count,
+    sqs_mappings,
+)
 from infra.local.stream_mapping import stream_mappings
 from infra.local.stream_poller import (
     DEFAULT_POLL_INTERVAL,
@@ -50,12 +80,18 @@ from infra.local.stream_poller import (
     StreamPoller,
     StreamPollerError,
 )
-from infra.local.template import LOCAL_REGION, TEMPLATE_PATH, Template, create_tables
+from infra.local.template import (
+    LOCAL_REGION,
+    TEMPLATE_PATH,
+    Template,
+    TemplateError,
+    create_tables,
+)
 
 logger = logging.getLogger("orders.local")
 
 DEFAULT_API_PORT = 3000
-DEFAULT_DATA_DIR = PROJECT_ROOT / ".orders-data"
+DEFAULT_DATA_DIR = dev_state.DEFAULT_DATA_DIR
 DYNAMODB_DIR_NAME = "dynamodb"
 DYNAMODB_LOG_NAME = "dynamodb-local.log"
 # An API function gets this many execution environments; a stream function needs one,
@@ -63,8 +99,18 @@ DYNAMODB_LOG_NAME = "dynamodb-local.log"
 DEFAULT_API_CONCURRENCY = 2
 
 
-# Event source types that the local stack delivers: the gateway and the stream pollers.
-_LOCAL_EVENT_TYPES = {"Api", "DynamoDB"}
+# A test key that the fake Stripe accepts and the template's AllowedPattern allows.
+FAKE_STRIPE_API_KEY = "sk_test_local"
+STRIPE_KEY_PARAMETER = "StripeApiKey"
+CARRIER_URL_PARAMETER = "CarrierApiUrl"
+STRIPE_KEY_VARIABLE = "STRIPE_API_KEY"
+STRIPE_BASE_VARIABLE = "STRIPE_API_BASE"
+EMAIL_SENDER_VARIABLE = "EMAIL_SENDER"
+# Bounds moto's model dump, which lists every object moto holds.
+MAX_MOTO_DATA_BYTES = 64 * 1024 * 1024
+
+# Event source types that the local stack delivers: the gateway and the pollers.
+_LOCAL_EVENT_TYPES = {"Api", "DynamoDB", "SQS"}
 
 
 class StackError(RuntimeError):
@@ -92,6 +138,10 @@ class LocalStack:
         api_concurrency: int = DEFAULT_API_CONCURRENCY,
         max_request_body_bytes: int = MAX_REQUEST_BODY_BYTES,
         function_output: OutputSink | None = None,
+        stack_name: str = "",
+        stripe_api_key: str | None = None,
+        sqs_pollers: int = DEFAULT_POLLERS,
+        sqs_retry_visibility: int = DEFAULT_RETRY_VISIBILITY,
     ) -> None:
         """Describe a stack; nothing starts before ``start()``.
 
@@ -101,10 +151,18 @@ class LocalStack:
         use an already running DynamoDB Local instead of starting one. handlers: replace
         the handler of some functions (logical id -> ``module.function``), e.g. with
         test doubles found on ``python_path``. environment: extra variables for every
-        function. batching_window: overrides every mapping's
-        MaximumBatchingWindowInSeconds (tests use 0).
+        function. batching_window: overrides every stream mapping's
+        MaximumBatchingWindowInSeconds (tests use 0). parameters: win over the template's
+        defaults and over the fakes' addresses, e.g. ``{"SagaRetryBaseSeconds": "0.2"}``.
+        stack_name: ``AWS::StackName``; by default the name prefix without its trailing
+        dash, or ``orders-local``. stripe_api_key: a Stripe test key to use Stripe's test
+        API instead of starting the fake. sqs_pollers: batches of one queue in a function
+        at once. sqs_retry_visibility: seconds until a failed SQS message is delivered again.
         """
-        self.template = Template.load(template_path, name_prefix=name_prefix, parameters=parameters)
+        self.template = Template.load(
+            template_path, name_prefix=name_prefix, parameters=parameters, stack_name=stack_name
+        )
+        self.parameter_overrides = dict(parameters or {})
         self.name_prefix = name_prefix
         self.requested_api_port = api_port
         self.data_dir = data_dir
@@ -117,6 +175,9 @@ class LocalStack:
         self.api_concurrency = api_concurrency
         self.max_request_body_bytes = max_request_body_bytes
         self.function_output = function_output or console_output()
+        self.stripe_api_key = stripe_api_key
+        self.sqs_poller_count = sqs_pollers
+        self.sqs_retry_visibility = sqs_retry_visibility
 
         self.dynamodb_endpoint_url = dynamodb_endpoint_url or ""
         self.moto_endpoint_url = ""
@@ -124,6 +185,11 @@ class LocalStack:
         self.queue_urls: dict[str, str] = {}
         self.runners: dict[str, FunctionRunner] = {}
         self.pollers: list[StreamPoller] = []
+        self.sqs_pollers: list[SqsPoller] = []
+        self.routers: list[EventRouter] = []
+        self.router_queue_urls: dict[str, str] = {}
+        self.fake_stripe: FakeStripe | None = None
+        self.fake_carrier: FakeCarrier | None = None
         self.gateway: ApiGateway | None = None
         self.checkpoints: CheckpointStore | None = None
         self._own_dynamodb = dynamodb_endpoint_url is None
@@ -144,6 +210,19 @@ class LocalStack:
         if self.gateway is None:
             raise StackError("the stack is not started")
         return self.gateway.port
+
+    @property
+    def stack_name(self) -> str:
+        return self.template.resolved_stack_name
+
+    def queue_url(self, logical_id: str) -> str:
+        """The URL of a template queue, e.g. ``queue_url("SagaQueue")``."""
+        try:
+            return self.queue_urls[logical_id]
+        except KeyError:
+            raise StackError(
+                f"the stack has no queue {logical_id!r}; its queues are {sorted(self.queue_urls)}"
+            ) from None
 
     @property
     def dynamodb_port(self) -> int:
@@ -196,17 +275,61 @@ class LocalStack:
         dynamodb = self.client("dynamodb")
         self.table_names = create_tables(dynamodb, self.template)
 
+        self._start_fakes()
+        problems = self.template.parameter_problems()
+        if problems:
+            raise StackError("; ".join(problems))
+
         self._moto = moto_server.start(self.template)
         self.moto_endpoint_url = self._moto.endpoint_url
         self.queue_urls = dict(self._moto.queue_urls)
+        self._verify_email_senders()
+        self.routers, self.router_queue_urls = start_routers(
+            self.template,
+            sqs_client=self.client("sqs"),
+            events_client=self.client("events"),
+            queue_urls=self.queue_urls,
+        )
 
-        self._start_runners()
+        queue_mappings = [mapping for mapping in sqs_mappings(self.template) if mapping.enabled]
+        self._start_runners(queue_mappings)
 
         checkpoint_path = self.data_dir / CHECKPOINT_FILE_NAME if self.data_dir else None
         self.checkpoints = CheckpointStore(checkpoint_path)
         self._start_pollers(dynamodb)
+        self._start_sqs_pollers(queue_mappings)
 
         self.gateway.start()
+
+    def _start_fakes(self) -> None:
+        """Start the fakes of external APIs and point the template's parameters at them."""
+        declared = self.template.body.get("Parameters", {})
+        defaults: dict[str, str] = {}
+        if self.stripe_api_key is None:
+            self.fake_stripe = FakeStripe(port=0).start()
+            defaults[STRIPE_KEY_PARAMETER] = FAKE_STRIPE_API_KEY
+        else:
+            defaults[STRIPE_KEY_PARAMETER] = self.stripe_api_key
+        self.fake_carrier = FakeCarrier(port=0).start()
+        defaults[CARRIER_URL_PARAMETER] = self.fake_carrier.url
+        for name, value in defaults.items():
+            if name in declared and name not in self.parameter_overrides:
+                self.template.parameters[name] = value
+
+    def _verify_email_senders(self) -> None:
+        senders = {
+            spec.environment[EMAIL_SENDER_VARIABLE]
+            for spec in self.template.functions().values()
+            if spec.environment.get(EMAIL_SENDER_VARIABLE)
+        }
+        moto_server.verify_email_identities(self.client("ses"), senders)
+
+    def _function_environment(self, environment: Mapping[str, str]) -> dict[str, str]:
+        """What the stack adds to one function's environment: local endpoints, the fakes."""
+        added = {**self.service_environment, **self.extra_environment}
+        if STRIPE_KEY_VARIABLE in environment and self.fake_stripe is not None:
+            added.setdefault(STRIPE_BASE_VARIABLE, self.fake_stripe.url)
+        return added
 
     def _start_dynamodb(self) -> None:
         if self.data_dir is None:
@@ -219,7 +342,7 @@ class LocalStack:
             )
         self.dynamodb_endpoint_url = self._dynamodb.endpoint_url
 
-    def _start_runners(self) -> None:
+    def _start_runners(self, queue_mappings: Sequence[SqsMapping] = ()) -> None:
         specs = self.template.functions()
         unknown = set(self.handlers) - set(specs)
         if unknown:
@@ -227,7 +350,6 @@ class LocalStack:
                 f"handlers were given for {sorted(unknown)}, which the template does not "
                 f"declare; its functions are {sorted(specs)}"
             )
-        service_environment = {**self.service_environment, **self.extra_environment}
         for function_id, spec in specs.items():
             for event_name, event in spec.events.items():
                 if event.get("Type") not in _LOCAL_EVENT_TYPES:
@@ -243,15 +365,21 @@ class LocalStack:
                 spec,
                 function_name,
                 code_dir=spec.code_dir or PROJECT_ROOT,
-                service_environment=service_environment,
+                service_environment=self._function_environment(spec.environment),
                 python_path=self.python_path,
+            )
+            concurrency = self.api_concurrency if spec.events_of_type("Api") else 1
+            queue_pollers = sum(
+                poller_count(mapping, spec.reserved_concurrency, self.sqs_poller_count)
+                for mapping in queue_mappings
+                if mapping.function_id == function_id
             )
             runner = FunctionRunner(
                 spec,
                 function_name=function_name,
                 environment=environment,
                 handler=self.handlers.get(function_id),
-                max_concurrency=self.api_concurrency if spec.events_of_type("Api") else 1,
+                max_concurrency=max(concurrency, queue_pollers),
                 output=self.function_output,
                 cwd=spec.code_dir or PROJECT_ROOT,
             )
@@ -282,6 +410,37 @@ class LocalStack:
             self.pollers.append(poller)
             poller.start()
 
+    def _start_sqs_pollers(self, mappings: Sequence[SqsMapping]) -> None:
+        specs = self.template.functions()
+        sqs = self.client("sqs")
+        urls_by_name = {url.rsplit("/", 1)[-1]: url for url in self.queue_urls.values()}
+        for mapping in mappings:
+            queue_url = urls_by_name.get(mapping.queue_name)
+            if queue_url is None:
+                raise StackError(
+                    f"{mapping.mapping_id}: the queue {mapping.queue_arn} is not one of the "
+                    "template's queues; declare it as an AWS::SQS::Queue"
+                )
+            reserved = specs[mapping.function_id].reserved_concurrency
+            pollers = poller_count(mapping, reserved, self.sqs_poller_count)
+            poller = SqsPoller(
+                mapping,
+                invoker=self.runners[mapping.function_id],
+                sqs_client=sqs,
+                queue_url=queue_url,
+                pollers=pollers,
+                retry_visibility=self.sqs_retry_visibility,
+            )
+            self.sqs_pollers.append(poller)
+            poller.start()
+            logger.info(
+                "%s: %d pollers on %s, batches of up to %d",
+                mapping.mapping_id,
+                pollers,
+                mapping.queue_name,
+                mapping.batch_size,
+            )
+
     def _send_to_queue(self, queue_arn: str, message: dict[str, Any]) -> None:
         name = queue_arn.rsplit(":", 1)[-1]
         urls = {url.rsplit("/", 1)[-1]: url for url in self.queue_urls.values()}
@@ -293,10 +452,22 @@ class LocalStack:
         """Stop everything that started, newest first; safe to call more than once."""
         if self.gateway is not None:
             self.gateway.stop()
+        # Ask every thread first, so their waits run out together rather than in turn.
+        for sqs_poller in self.sqs_pollers:
+            sqs_poller.request_stop()
+        for router in self.routers:
+            router.request_stop()
         for poller in self.pollers:
             poller.stop()
+        for sqs_poller in self.sqs_pollers:
+            sqs_poller.stop()
+        for router in self.routers:
+            router.stop()
         for runner in self.runners.values():
             runner.stop()
+        for fake in (self.fake_carrier, self.fake_stripe):
+            if fake is not None:
+                fake.stop()
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
@@ -313,6 +484,86 @@ class LocalStack:
     def wait_for_streams(self, timeout: float = 10.0) -> bool:
         """Wait until every poller has delivered what its stream holds; False on timeout."""
         return all(poller.wait_until_idle(timeout) for poller in self.pollers)
+
+    def wait_until_idle(self, timeout: float = 15.0) -> bool:
+        """Wait until streams, router queues and SQS-fed functions have nothing left to do.
+
+        Quiet means: every stream poller idle, no SQS batch in a function, and every
+        polled queue and router queue holding no message (visible, in flight or
+        delayed), twice in a row. False when that did not happen within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        quiet_in_a_row = 0
+        while quiet_in_a_row < 2:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._queues_quiet() and self.wait_for_streams(min(remaining, 2.0)):
+                quiet_in_a_row += 1
+            else:
+                quiet_in_a_row = 0
+                time.sleep(0.05)
+        return True
+
+    def _queues_quiet(self) -> bool:
+        if any(poller.busy for poller in self.sqs_pollers):
+            return False
+        sqs = self.client("sqs")
+        urls = [poller.queue_url for poller in self.sqs_pollers]
+        urls += list(self.router_queue_urls.values())
+        for url in urls:
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )["Attributes"]
+            if any(int(count) for count in attributes.values()):
+                return False
+        return True
+
+    def sent_emails(self) -> list[dict[str, Any]]:
+        """Every e-mail moto's SES has accepted, oldest first, read from moto's model dump.
+
+        Each is ``{"message_id", "source", "destinations", "subject", "body"}``. moto keeps
+        its state per process, so e-mails sent by other stacks of this process show too.
+        """
+        if not self.moto_endpoint_url:
+            raise StackError("the stack is not started")
+        response = requests.get(
+            f"{self.moto_endpoint_url}/moto-api/data.json", timeout=10, stream=True
+        )
+        response.raise_for_status()
+        raw = response.raw.read(MAX_MOTO_DATA_BYTES + 1, decode_content=True)
+        if len(raw) > MAX_MOTO_DATA_BYTES:
+            raise StackError(
+                f"moto's model dump is over {MAX_MOTO_DATA_BYTES} bytes; restart the stack "
+                "to start from empty state"
+            )
+        messages = json.loads(raw).get("ses", {}).get("Message", [])
+        return [
+            {
+                "message_id": message.get("id"),
+                "source": message.get("source"),
+                "destinations": message.get("destinations", {}),
+                "subject": message.get("subject"),
+                "body": message.get("body"),
+            }
+            for message in messages
+        ]
+
+    def dev_state(self) -> dev_state.DevState:
+        """What ``orders saga retry`` needs to reach this stack (see :mod:`dev_state`)."""
+        return dev_state.DevState(
+            pid=os.getpid(),
+            stack_name=self.stack_name,
+            api_url=self.api_url,
+            moto_endpoint_url=self.moto_endpoint_url,
+            region=LOCAL_REGION,
+            queue_urls=dict(self.queue_urls),
+        )
 
     def child_process_ids(self) -> list[int]:
         pids = [pid for runner in self.runners.values() for pid in runner.process_ids]
@@ -357,16 +608,44 @@ def _display(path: Path) -> str:
         return f"{path}/"
 
 
+def stripe_test_key(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The Stripe test key in ``$STRIPE_API_KEY``, or None to use the fake Stripe.
+
+    Only test-mode keys are accepted: a local stack must never move real money.
+    """
+    key = environ.get(STRIPE_KEY_VARIABLE, "").strip()
+    if not key:
+        return None
+    if key.startswith(("sk_live_", "rk_live_")):
+        raise StackError(
+            f"{STRIPE_KEY_VARIABLE} holds a live-mode Stripe key; orders dev only uses test "
+            "keys (sk_test_...). Unset it to use the local fake Stripe"
+        )
+    if not key.startswith(("sk_test_", "rk_test_")):
+        raise StackError(
+            f"{STRIPE_KEY_VARIABLE} does not look like a Stripe test key (sk_test_...); set "
+            "one, or unset it to use the local fake Stripe"
+        )
+    return key
+
+
+def _masked(key: str) -> str:
+    return f"{key[:8]}...{key[-4:]}"
+
+
 def run_dev(arguments: argparse.Namespace) -> int:
     """Run the stack until SIGINT or SIGTERM; return the process exit code."""
     configure_logging()
     try:
         port = resolve_api_port(arguments.port)
+        stripe_key = stripe_test_key()
     except StackError as error:
         logger.error("orders dev: %s", error)
         return 2
     in_memory = bool(getattr(arguments, "in_memory", False))
-    data_dir = None if in_memory else Path(getattr(arguments, "data_dir", None) or DEFAULT_DATA_DIR)
+    state_dir = Path(getattr(arguments, "data_dir", None) or DEFAULT_DATA_DIR)
+    data_dir = None if in_memory else state_dir
+    state_path = state_dir / dev_state.STATE_FILE_NAME
 
     stopping = threading.Event()
 
@@ -380,7 +659,7 @@ def run_dev(arguments: argparse.Namespace) -> int:
     previous = {
         signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)
     }
-    stack = LocalStack(api_port=port, data_dir=data_dir)
+    stack = LocalStack(api_port=port, data_dir=data_dir, stripe_api_key=stripe_key)
     try:
         try:
             stack.start()
@@ -396,6 +675,9 @@ def run_dev(arguments: argparse.Namespace) -> int:
             GatewayError,
             RunnerError,
             StreamPollerError,
+            SqsPollerError,
+            EventRouterError,
+            TemplateError,
             StackError,
             dynamodb_local.DynamoDBLocalError,
         ) as error:
@@ -403,17 +685,31 @@ def run_dev(arguments: argparse.Namespace) -> int:
             return 1
         for route in stack.gateway.routes if stack.gateway else []:
             logger.info("route %-6s %s -> %s", route.method, route.resource, route.function_id)
+        if stack.fake_stripe is not None:
+            logger.info("orders dev: fake Stripe on %s", stack.fake_stripe.url)
+        elif stripe_key is not None:
+            logger.info(
+                "orders dev: using Stripe's test API with %s from %s",
+                _masked(stripe_key),
+                STRIPE_KEY_VARIABLE,
+            )
+        if stack.fake_carrier is not None:
+            logger.info("orders dev: fake carrier on %s", stack.fake_carrier.url)
+        logger.info("orders dev: moto (SQS, EventBridge, SES) on %s", stack.moto_endpoint_url)
+        stack.dev_state().write(state_path)
         where = _display(data_dir) if data_dir else "memory, discarded on exit"
         logger.info(
-            "orders dev: ready on %s (DynamoDB Local on :%d, data in %s)",
+            "orders dev: ready on %s (DynamoDB Local on :%d, data in %s, stack state in %s)",
             stack.api_url,
             stack.dynamodb_port,
             where,
+            state_path,
         )
         while not stopping.wait(0.5):
             pass
         return 0
     finally:
+        dev_state.remove(state_path, os.getpid())
         stack.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

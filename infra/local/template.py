@@ -1,9 +1,14 @@
 """Read the SAM template so the local stack runs what it declares, nothing listed twice.
 
 Only the parts the local stack needs are interpreted: parameters (their defaults),
-DynamoDB tables, SQS queues and serverless functions with their environment and
-event sources. ``Ref``, ``Fn::GetAtt`` and ``Fn::Sub`` are resolved against the
-local names of those resources.
+DynamoDB tables, SQS queues, EventBridge buses and rules, and serverless functions with
+their environment and event sources. ``Ref``, ``Fn::GetAtt`` and ``Fn::Sub`` are resolved
+against the local names of those resources, as CloudFormation would: ``Ref`` of a queue
+is its URL once the stack has created it (``queue_urls``), ``Ref`` of a bus its name,
+``AWS::StackName`` the stack's name.
+
+ARNs carry ``LOCAL_ACCOUNT``, which is moto's default account, so an ARN resolved here
+names the same queue or bus as the ARN moto reports.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from samtranslator.yaml_helper import yaml_parse
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "template.yaml"
 LOCAL_REGION = "us-east-1"
-LOCAL_ACCOUNT = "000000000000"
+# moto's DEFAULT_ACCOUNT_ID, the account moto uses unless MOTO_ACCOUNT_ID names another.
+LOCAL_ACCOUNT = "123456789012"
+DEFAULT_STACK_NAME = "orders-local"
 
 _SUB_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
 
@@ -36,6 +43,7 @@ class FunctionSpec:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     memory_size: int = 128
     code_dir: Path | None = None
+    reserved_concurrency: int | None = None
 
     def events_of_type(self, event_type: str) -> dict[str, dict[str, Any]]:
         return {
@@ -54,6 +62,11 @@ class Template:
     path: Path | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     """Parameter values that win over the template's defaults, like ``--parameter-overrides``."""
+    stack_name: str = ""
+    """``AWS::StackName``; empty means the name prefix without its trailing dash, or
+    ``orders-local`` without a prefix."""
+    queue_urls: dict[str, str] = field(default_factory=dict)
+    """Logical id -> URL of the queues created so far; ``Ref`` of a queue resolves to it."""
 
     @classmethod
     def load(
@@ -61,13 +74,19 @@ class Template:
         path: Path = TEMPLATE_PATH,
         name_prefix: str = "",
         parameters: Mapping[str, str] | None = None,
+        stack_name: str = "",
     ) -> Template:
         return cls(
             body=yaml_parse(path.read_text()),
             name_prefix=name_prefix,
             path=path,
             parameters=dict(parameters or {}),
+            stack_name=stack_name,
         )
+
+    @property
+    def resolved_stack_name(self) -> str:
+        return self.stack_name or self.name_prefix.strip("-_") or DEFAULT_STACK_NAME
 
     @property
     def resources(self) -> dict[str, dict[str, Any]]:
@@ -100,6 +119,34 @@ class Template:
             fifo = bool(resource.get("Properties", {}).get("FifoQueue"))
             names[logical_id] = self.local_name(logical_id) + (".fifo" if fifo else "")
         return names
+
+    def event_bus_names(self) -> dict[str, str]:
+        """Logical id -> name of each ``AWS::Events::EventBus``."""
+        return {
+            logical_id: self._bus_name(logical_id)
+            for logical_id in self.resources_of_type("AWS::Events::EventBus")
+        }
+
+    def _bus_name(self, logical_id: str) -> str:
+        properties = self.resources[logical_id].get("Properties", {})
+        if "Name" not in properties:
+            raise TemplateError(f"{logical_id}: an AWS::Events::EventBus needs a Name")
+        return str(self.resolve(properties["Name"]))
+
+    def rule_name(self, logical_id: str) -> str:
+        properties = self.resources[logical_id].get("Properties", {})
+        return str(self.resolve(properties.get("Name") or self.local_name(logical_id)))
+
+    def parameter_problems(self) -> list[str]:
+        """Check each parameter's value as CloudFormation would; describe what is wrong."""
+        problems = []
+        for name, declaration in self.body.get("Parameters", {}).items():
+            value = self.parameters.get(name, declaration.get("Default"))
+            if value is None:
+                problems.append(f"parameter {name} has no default; give it a value")
+                continue
+            problems.extend(_parameter_value_problems(name, declaration, str(value)))
+        return problems
 
     def api_stage(self, rest_api_id: str | None) -> str:
         """The stage of the API that ``rest_api_id`` (a resolved ``RestApiId``) names.
@@ -142,6 +189,18 @@ class Template:
             return LOCAL_REGION
         if name == "AWS::AccountId":
             return LOCAL_ACCOUNT
+        if name == "AWS::StackName":
+            return self.resolved_stack_name
+        if name == "AWS::Partition":
+            return "aws"
+        resource_type = self.resources.get(name, {}).get("Type")
+        if resource_type == "AWS::SQS::Queue":
+            # Before the stack created it, the queue's name is all there is to give.
+            return self.queue_urls.get(name) or self.queue_names()[name]
+        if resource_type == "AWS::Events::EventBus":
+            return self._bus_name(name)
+        if resource_type == "AWS::Events::Rule":
+            return self.rule_name(name)
         return self.local_name(name)
 
     def _resolve_get_att(self, logical_id: str, attribute: str) -> str:
@@ -158,6 +217,14 @@ class Template:
                 return f"arn:aws:sqs:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{name}"
             if attribute == "QueueName":
                 return name
+        if resource_type == "AWS::Events::EventBus":
+            bus = self._bus_name(logical_id)
+            if attribute == "Arn":
+                return f"arn:aws:events:{LOCAL_REGION}:{LOCAL_ACCOUNT}:event-bus/{bus}"
+            if attribute == "Name":
+                return bus
+        if resource_type == "AWS::Events::Rule" and attribute == "Arn":
+            return rule_arn(self, logical_id)
         raise TemplateError(f"cannot resolve Fn::GetAtt {logical_id}.{attribute} locally")
 
     def _resolve_sub(self, argument: str | list[Any]) -> str:
@@ -185,6 +252,7 @@ class Template:
                 **globals_.get("Environment", {}).get("Variables", {}),
                 **resource["Properties"].get("Environment", {}).get("Variables", {}),
             }
+            reserved = properties.get("ReservedConcurrentExecutions")
             specs[logical_id] = FunctionSpec(
                 logical_id=logical_id,
                 handler=properties["Handler"],
@@ -193,6 +261,7 @@ class Template:
                 events=self.resolve(properties.get("Events", {})),
                 memory_size=int(properties.get("MemorySize", 128)),
                 code_dir=self._code_dir(properties.get("CodeUri")),
+                reserved_concurrency=None if reserved is None else int(self.resolve(reserved)),
             )
         return specs
 
@@ -225,6 +294,43 @@ class Template:
                 }
             requests[logical_id] = request
         return requests
+
+
+def rule_arn(template: Template, logical_id: str) -> str:
+    """A rule on a custom bus has the bus's name in its ARN; one on the default bus does not."""
+    properties = template.resources[logical_id].get("Properties", {})
+    bus = bus_name_of(template.resolve(properties.get("EventBusName", "default")))
+    name = template.rule_name(logical_id)
+    path = name if bus == "default" else f"{bus}/{name}"
+    return f"arn:aws:events:{LOCAL_REGION}:{LOCAL_ACCOUNT}:rule/{path}"
+
+
+def bus_name_of(name_or_arn: Any) -> str:
+    """``EventBusName`` takes a bus's name or its ARN."""
+    text = str(name_or_arn or "default")
+    return text.split(":event-bus/", 1)[1] if ":event-bus/" in text else text
+
+
+def _parameter_value_problems(name: str, declaration: Mapping[str, Any], value: str) -> list[str]:
+    problems = []
+    allowed = declaration.get("AllowedValues")
+    if allowed is not None and value not in [str(item) for item in allowed]:
+        problems.append(f"parameter {name}={value!r} is not one of {allowed}")
+    pattern = declaration.get("AllowedPattern")
+    if pattern is not None and re.fullmatch(str(pattern), value) is None:
+        shown = "****" if declaration.get("NoEcho") else repr(value)
+        problems.append(f"parameter {name}={shown} does not match {pattern}")
+    if declaration.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            return [*problems, f"parameter {name}={value!r} is not a number"]
+        low, high = declaration.get("MinValue"), declaration.get("MaxValue")
+        if low is not None and number < float(low):
+            problems.append(f"parameter {name}={value} is below its MinValue {low}")
+        if high is not None and number > float(high):
+            problems.append(f"parameter {name}={value} is above its MaxValue {high}")
+    return problems
 
 
 def create_tables(dynamodb_client: Any, template: Template) -> dict[str, str]:

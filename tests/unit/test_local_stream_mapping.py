@@ -9,7 +9,7 @@ import pytest
 
 from infra.local.checkpoints import CheckpointStore, ShardPosition
 from infra.local.stream_mapping import parse_mapping, stream_mappings
-from infra.local.template import Template, TemplateError
+from infra.local.template import LOCAL_ACCOUNT, Template, TemplateError
 
 STREAM = "arn:aws:dynamodb:us-east-1:000000000000:table/Events/stream"
 
@@ -39,7 +39,7 @@ def test_real_template_projector_mapping() -> None:
         True,
         True,
         1,
-        "arn:aws:sqs:us-east-1:000000000000:p-ProjectorDeadLetterQueue",
+        f"arn:aws:sqs:us-east-1:{LOCAL_ACCOUNT}:p-ProjectorDeadLetterQueue",
     )
 
 
