@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv dev test test-fast lint typecheck check bench clean
+.PHONY: venv dev test test-fast lint typecheck check bench bench-full clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ typecheck: venv
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# Benchmarks print each figure against a baseline measured in the same run and write
+# the run's JSON under .cache/bench/. Quick mode takes a few minutes on 2 cores.
+bench: venv
+	$(BIN)/python -m bench.run --quick
+
+bench-full: venv
+	$(BIN)/python -m bench.run --full
 
 clean:
 	rm -rf $(VENV) .cache .orders-data .pytest_cache .mypy_cache .ruff_cache
