@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -142,7 +143,13 @@ class OrderSagaProcess:
         saga = self._load_saga(order_id)
         if saga is None:
             saga = OrderSaga(order_id=order_id)
-        if saga.is_finished or saga.stuck_step:
+        if saga.stuck_step:
+            return False
+        if saga.is_finished:
+            # A charge or shipment whose answer came after compensation had finished
+            # was recorded late: reverse it as well.
+            if saga.outcome != SagaOutcome.FULFILLED and self._has_unreversed_effects(saga):
+                return self._compensate(order, saga)
             return False
 
         if saga.is_compensating or self._needs_compensation(order):
@@ -160,6 +167,32 @@ class OrderSagaProcess:
         if status == OrderStatus.FULFILLED:
             return self._confirm(order, saga)
         return False
+
+    @staticmethod
+    def _has_unreversed_effects(saga: OrderSaga) -> bool:
+        shipped = saga.shipment_id is not None and not saga.shipment_cancelled
+        charged = saga.payment_id is not None and saga.refund_id is None
+        return shipped or charged
+
+    def _record_effect(self, saga: OrderSaga, record: Callable[[OrderSaga], None]) -> OrderSaga:
+        """Record a charge or shipment that happened, on the saga's newest state.
+
+        Another run may have changed the saga meanwhile (a cancellation started
+        compensating), and compensation reverses only what the saga recorded, so a
+        version conflict must not drop the record.
+        """
+        for _ in range(MAX_CONFLICT_RETRIES):
+            record(saga)
+            try:
+                self.app.save(saga)
+            except VersionConflictError:
+                fresh = self._load_saga(saga.order_id)
+                if fresh is None:
+                    raise
+                saga = fresh
+                continue
+            return saga
+        raise VersionConflictError(saga.order_id, -1, None, None)
 
     @staticmethod
     def _needs_compensation(order: Order) -> bool:
@@ -238,8 +271,8 @@ class OrderSagaProcess:
 
             # The saga's record comes first, on its own stream: if the order
             # changed meanwhile (a cancellation), the saga still knows it charged.
-            saga.record_charge(result.payment_id, attempt)
-            self.app.save(saga)
+            record = partial(OrderSaga.record_charge, payment_id=result.payment_id, attempt=attempt)
+            self._record_effect(saga, record)
             order.record_payment(result.payment_id)
             self.app.save(order)
             logger.info(
@@ -266,8 +299,7 @@ class OrderSagaProcess:
                 saga.start_compensation(CompensationKind.FAILED, f"shipment failed: {error}")
                 self.app.save(saga)
                 return True
-            saga.record_shipment(shipment_id)
-            self.app.save(saga)
+            self._record_effect(saga, lambda current: current.record_shipment(shipment_id))
             return True
 
         # Fulfilment and the stock leaving the warehouse commit together.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,8 @@ class FakePayments:
     refunds: dict[str, RefundResult] = field(default_factory=dict)
     charge_keys_seen: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    during_next_charge: Callable[[], None] | None = None
+    """Runs once inside the next charge, before it answers: another saga run, say."""
 
     def charge(
         self,
@@ -50,6 +52,9 @@ class FakePayments:
         customer_id: str,
     ) -> PaymentResult:
         key = charge_idempotency_key(order_id, attempt)
+        meanwhile, self.during_next_charge = self.during_next_charge, None
+        if meanwhile is not None:
+            meanwhile()
         with self.lock:
             self.charge_keys_seen.append(key)
             failure = self.charge_failures.pop(0) if self.charge_failures else None
@@ -109,10 +114,15 @@ class FakePayments:
 class FakeShipments:
     created: dict[str, str] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
+    during_next_create: Callable[[], None] | None = None
+    """Runs once inside the next create_shipment, before it answers."""
 
     def create_shipment(
         self, *, order_id: str, lines: Sequence[OrderLine], idempotency_key: str
     ) -> str:
+        meanwhile, self.during_next_create = self.during_next_create, None
+        if meanwhile is not None:
+            meanwhile()
         return self.created.setdefault(idempotency_key, f"sh_{uuid.uuid4().hex[:12]}")
 
     def cancel_shipment(self, *, order_id: str, shipment_id: str) -> None:
@@ -337,6 +347,48 @@ def test_cancel_after_payment_refunds_once(world: World) -> None:
     assert world.order(order_id).status == OrderStatus.CANCELLED
     assert len(world.payments.refunds) == 1
     assert world.stock("MUG").available == 10
+
+
+def cancel_and_compensate(world: World, order_id: str) -> Callable[[], None]:
+    """Cancel the order and let another saga run compensate it to the end."""
+
+    def run() -> None:
+        order = world.order(order_id)
+        order.cancel("customer changed their mind")
+        world.app.save(order)
+        world.saga.advance(order_id)
+
+    return run
+
+
+def test_shipment_created_during_cancellation_is_cancelled(world: World) -> None:
+    world.restock("MUG", 10)
+    order_id = world.place(MUG)
+    world.saga.advance(order_id)
+    world.shipments.during_next_create = cancel_and_compensate(world, order_id)
+
+    world.run_workers()
+    outcome = world.saga.advance(order_id)
+
+    assert outcome == SagaOutcome.CANCELLED
+    assert world.shipments.cancelled == list(world.shipments.created.values())
+    assert len(world.payments.refunds) == 1
+    assert world.stock("MUG").available == 10
+
+
+def test_charge_answered_during_cancellation_is_refunded(world: World) -> None:
+    world.restock("MUG", 10)
+    order_id = world.place(MUG)
+    world.saga.advance(order_id)
+    world.payments.during_next_charge = cancel_and_compensate(world, order_id)
+
+    world.run_workers()
+    outcome = world.saga.advance(order_id)
+
+    assert outcome == SagaOutcome.CANCELLED
+    assert len(world.payments.charges) == 1
+    assert len(world.payments.refunds) == 1
+    assert world.shipments.created == {}
 
 
 def test_duplicate_advance_is_noop(world: World) -> None:
