@@ -45,11 +45,11 @@ PACKAGES = (
 FIGURE_TIMEOUT_SECONDS = 1800
 
 
-def _first_line(path: str, prefix: str) -> str:
+def _first_line(path: str, prefix: str, separator: str = ":") -> str:
     try:
         for line in Path(path).read_text().splitlines():
-            if line.startswith(prefix):
-                return line.split(":", 1)[1].strip()
+            if line.startswith(prefix) and separator in line:
+                return line.split(separator, 1)[1].strip()
     except OSError:
         pass
     return "unknown"
@@ -76,7 +76,7 @@ def machine_description() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "cpu_model": _first_line("/proc/cpuinfo", "model name"),
         "memory_gib": round(int(memory_kib) / 1024 / 1024, 1) if memory_kib.isdigit() else None,
-        "os": _first_line("/etc/os-release", "PRETTY_NAME").strip('"') or platform.platform(),
+        "os": _first_line("/etc/os-release", "PRETTY_NAME", "=").strip('"') or platform.platform(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "java": _command_output(["java", "-version"]).splitlines()[0:1],
