@@ -20,6 +20,7 @@ from bench.run import FIGURES
 MODULES = [
     *FIGURES.values(),
     "bench.common",
+    "bench.report",
     "bench.lifecycle",
     "bench.naive_store",
     "bench.local_stack",
