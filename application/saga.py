@@ -194,6 +194,23 @@ class OrderSagaProcess:
             return saga
         raise VersionConflictError(saga.order_id, -1, None, None)
 
+    def _save_failure(self, saga: OrderSaga, step: str) -> bool:
+        """Save a failed attempt; False when another run changed the saga meanwhile.
+
+        That run is working on the same order and goes on retrying. Reloading here
+        instead would restart this run's retries too, so two runs would keep resetting
+        each other's count and might never report the step as stuck.
+        """
+        try:
+            self.app.save(saga)
+        except VersionConflictError:
+            logger.info(
+                f"{step} failure raced another run of the saga; leaving the retries to it",
+                extra=_log_extra(saga.order_id),
+            )
+            return False
+        return True
+
     @staticmethod
     def _needs_compensation(order: Order) -> bool:
         if order.status == OrderStatus.CANCELLED:
@@ -251,7 +268,8 @@ class OrderSagaProcess:
             except PaymentTransientError as error:
                 known = error.outcome_known
                 saga.record_charge_failure(str(error), outcome_known=known)
-                self.app.save(saga)
+                if not self._save_failure(saga, "charge"):
+                    return False
                 delay = next(delays, None)
                 if delay is None:
                     reason = f"payment unavailable after {self.retry.retries} retries: {error}"
@@ -402,7 +420,8 @@ class OrderSagaProcess:
                 )
             except PaymentTransientError as error:
                 saga.record_refund_failure(str(error), outcome_known=error.outcome_known)
-                self.app.save(saga)
+                if not self._save_failure(saga, "refund"):
+                    return False
                 delay = next(delays, None)
                 if delay is None:
                     self._report_stuck(order, saga, "refund", str(error))

@@ -40,6 +40,8 @@ class FakePayments:
     lock: threading.Lock = field(default_factory=threading.Lock)
     during_next_charge: Callable[[], None] | None = None
     """Runs once inside the next charge, before it answers: another saga run, say."""
+    during_next_refund: Callable[[], None] | None = None
+    refund_calls: int = 0
 
     def charge(
         self,
@@ -90,7 +92,11 @@ class FakePayments:
         self, *, order_id: str, payment_id: str, attempt: int, amount: int | None = None
     ) -> RefundResult:
         key = refund_idempotency_key(order_id, attempt)
+        meanwhile, self.during_next_refund = self.during_next_refund, None
+        if meanwhile is not None:
+            meanwhile()
         with self.lock:
+            self.refund_calls += 1
             if self.refund_failures:
                 self.refund_failures.pop(0)
                 raise PaymentTransientError(
@@ -389,6 +395,32 @@ def test_charge_answered_during_cancellation_is_refunded(world: World) -> None:
     assert len(world.payments.charges) == 1
     assert len(world.payments.refunds) == 1
     assert world.shipments.created == {}
+
+
+def test_refund_raced_by_another_run_is_left_to_it(world: World) -> None:
+    world.restock("MUG", 10)
+    order_id = world.place(MUG)
+    world.saga.advance(order_id)
+    world.run_workers()
+    world.saga._step(order_id)  # charge
+    world.saga._step(order_id)  # record the payment on the order
+    order = world.order(order_id)
+    order.cancel("changed mind")
+    world.app.save(order)
+    world.payments.refund_failures = ["503"] * 10
+
+    def another_run_fails_too() -> None:
+        saga: OrderSaga = world.app.repository.get(saga_id(order_id))
+        saga.record_refund_failure("provider answered 503", outcome_known=True)
+        world.app.save(saga)
+
+    world.payments.during_next_refund = another_run_fails_too
+    world.saga.advance(order_id)
+
+    # The run whose failure record lost the race stops, so concurrent runs do not
+    # restart each other's retries; the run that won keeps retrying.
+    assert world.payments.refund_calls == 1
+    assert world.sleeps == []
 
 
 def test_duplicate_advance_is_noop(world: World) -> None:
