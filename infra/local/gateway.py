@@ -287,6 +287,13 @@ def _header_value(value: Any) -> str:
 # Server ----------------------------------------------------------------------------
 
 
+class _GatewayServer(ThreadingHTTPServer):
+    # http.server listens with a backlog of 5, which resets clients in a burst of
+    # concurrent requests; API Gateway accepts them and throttles far higher.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class ApiGateway:
     """A threaded HTTP server on 127.0.0.1 that routes requests to function runners."""
 
@@ -303,10 +310,9 @@ class ApiGateway:
         self.invokers = invokers
         self.max_body_bytes = max_body_bytes
         try:
-            self._server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
+            self._server = _GatewayServer(("127.0.0.1", port), _make_handler(self))
         except OSError as error:
             raise PortUnavailableError(port, error.strerror or str(error)) from None
-        self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
     @property

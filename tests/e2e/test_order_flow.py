@@ -78,7 +78,9 @@ def test_placed_order_is_readable_within_2s(stack: LocalStack, customer: str) ->
 
     assert read.status_code == 200
     order = read.json()
-    assert order["status"] == "PLACED"
+    # The saga runs as well, and with no stock for these skus in this stack it fails the
+    # order, which can happen before the first read.
+    assert order["status"] in ("PLACED", "FAILED")
     assert order["lines"] == ORDER["lines"]
     assert order["total"] == 2 * 1250 + 499
     assert order["customer_id"] == customer
@@ -137,6 +139,8 @@ def test_malformed_json_is_400_over_http(stack: LocalStack) -> None:
 def test_invalid_lines_are_422_and_not_stored(
     stack: LocalStack, customer: str, lines: list[dict[str, Any]]
 ) -> None:
+    # The saga is still writing for the orders of earlier tests; let it finish first.
+    assert stack.wait_until_idle(30)
     stored_before = count_stored_items(stack)
 
     response = post_order(stack, {**ORDER, "customer_id": customer, "lines": lines})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from infra.local.dev_state import STATE_FILE_NAME
 from infra.local.dynamodb_local import free_port
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +31,12 @@ class DevProcess:
     """`orders dev` in a subprocess, with its output read line by line in the background."""
 
     def __init__(self, *arguments: str) -> None:
-        environment = {key: value for key, value in os.environ.items() if key != "PORT"}
+        # A Stripe key in the shell would make the stack use Stripe's API instead of the fake.
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("PORT", "STRIPE_API_KEY")
+        }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "infra.local.cli", "dev", *arguments],
             cwd=PROJECT_ROOT,
@@ -118,14 +125,16 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_orders_dev_stops_every_child_on_signal(
-    dev_process: list[DevProcess], stop_signal: signal.Signals
+    dev_process: list[DevProcess], stop_signal: signal.Signals, tmp_path: Path
 ) -> None:
     port = free_port()
-    dev = DevProcess("--in-memory", "--port", str(port))
+    dev = DevProcess("--in-memory", "--port", str(port), "--data-dir", str(tmp_path))
     dev_process.append(dev)
+    state_file = tmp_path / STATE_FILE_NAME
 
     ready = dev.wait_for_line("orders dev: ready on", READY_TIMEOUT)
     assert f"http://127.0.0.1:{port}" in ready
+    assert json.loads(state_file.read_text())["pid"] == dev.process.pid
 
     response = requests.get(f"http://127.0.0.1:{port}/no/such/route", timeout=10)
     assert response.status_code == 404
@@ -142,16 +151,15 @@ def test_orders_dev_stops_every_child_on_signal(
     while time.monotonic() < deadline and any(alive(pid) for pid in children):
         time.sleep(0.05)
     assert [pid for pid in children if alive(pid)] == []
+    assert not state_file.exists()
 
 
-def test_orders_dev_reports_taken_port(
-    dev_process: list[DevProcess],
-) -> None:
+def test_orders_dev_reports_taken_port(dev_process: list[DevProcess], tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        dev = DevProcess("--in-memory", "--port", str(port))
+        dev = DevProcess("--in-memory", "--port", str(port), "--data-dir", str(tmp_path))
         dev_process.append(dev)
 
         code = dev.process.wait(timeout=EXIT_TIMEOUT)

@@ -28,14 +28,14 @@ class InProcessFunction:
         self.delay = delay
         self.batches: list[list[dict[str, Any]]] = []
         self.concurrent = 0
-        self.most_concurrent = 0
+        self.max_concurrent = 0
         self._lock = threading.Lock()
 
     def invoke(self, event: Any) -> InvocationResult:
         with self._lock:
             self.batches.append(event["Records"])
             self.concurrent += 1
-            self.most_concurrent = max(self.most_concurrent, self.concurrent)
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
         try:
             time.sleep(self.delay)
             payload, failed = self.handler(event["Records"])
@@ -209,7 +209,7 @@ def test_function_error_leaves_the_batch_on_the_queue(
     assert function.batches[1][0]["attributes"]["ApproximateReceiveCount"] == "2"
 
 
-def test_message_failing_max_receive_count_times_reaches_the_dead_letter_queue(
+def test_poison_message_reaches_dead_letter_queue(
     sqs: Any, queues: dict[str, str], start_poller: Callable[..., SqsPoller]
 ) -> None:
     function = InProcessFunction(raise_error)
@@ -234,7 +234,7 @@ def test_unknown_item_identifier_fails_the_whole_batch(
     wait_for(lambda: len(function.bodies()) == 2, timeout=10)
 
 
-def test_without_report_batch_item_failures_the_response_is_ignored(
+def test_response_ignored_without_partial_failures(
     sqs: Any, queues: dict[str, str], start_poller: Callable[..., SqsPoller]
 ) -> None:
     function = InProcessFunction(fail_bodies_with("bad"))
@@ -255,7 +255,7 @@ def test_several_batches_run_at_once(
 
     wait_for(lambda: len(function.bodies()) == 6, timeout=10)
 
-    assert function.most_concurrent >= 2
+    assert function.max_concurrent >= 2
 
 
 def test_filtered_out_messages_are_deleted_unseen(

@@ -57,7 +57,7 @@ def test_retry_reaches_the_running_stack_s_saga_queue(
     assert received(moto, saga_queue) == [{"action": "retry", "order_id": ORDER_ID}]
 
 
-def test_without_a_state_file_it_says_no_stack_runs(
+def test_missing_state_file_reports_no_stack(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(["saga", "retry", ORDER_ID, "--data-dir", str(tmp_path)])
@@ -103,17 +103,18 @@ def test_queue_url_must_be_an_sqs_url(capsys: pytest.CaptureFixture[str]) -> Non
     assert "is not an SQS queue URL" in capsys.readouterr().err
 
 
-def test_state_file_is_removed_only_by_its_own_stack(
+def test_state_file_removed_by_owner_only(
     tmp_path: Path, moto: moto_server.MotoServer, saga_queue: str
 ) -> None:
     write_state(tmp_path, moto, saga_queue, os.getpid())
     path = tmp_path / dev_state.STATE_FILE_NAME
 
     dev_state.remove(path, os.getpid() + 1)
-    kept = path.exists()
+    exists_after_other_stack = path.exists()
     dev_state.remove(path, os.getpid())
 
-    assert (kept, path.exists()) == (True, False)
+    assert exists_after_other_stack
+    assert not path.exists()
 
 
 def find_unused_pid() -> int:
