@@ -55,8 +55,8 @@ def _saga_retry(arguments: argparse.Namespace) -> int:
         )
         return 1
     print(
-        f"asked the saga to retry order {order_id} (message {response['MessageId']} on "
-        f"{queue_url})"
+        f"sent a retry request for order {order_id} to {queue_url} "
+        f"(message {response['MessageId']})"
     )
     return 0
 
