@@ -18,8 +18,14 @@ slow starts. Then it starts, in this order:
    poller per ``Type: SQS`` event (:mod:`infra.local.sqs_poller`);
 6. the gateway's server thread, so ``/health`` answers only once all of the above is up.
 
-``stop()`` stops them in reverse order and waits for every child process. Tests use it
-in-process::
+``stop()`` stops them in reverse order and waits for every child process.
+
+NOTE: moto keeps queues in memory, so messages still on a queue when the stack stops
+are gone at the next start, even with a data folder. An order in flight then stays
+where it was; ``orders saga retry ORDER_ID`` moves it on, unless it still waits for
+its stock reservations (status PLACED), which nothing sends again.
+
+Tests use it in-process::
 
     with LocalStack(name_prefix="t1-", dynamodb_endpoint_url=url) as stack:
         requests.get(f"{stack.api_url}/health", timeout=5)
