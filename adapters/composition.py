@@ -10,24 +10,52 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
 from adapters.carrier import HttpCarrier
+from adapters.event_scan import DynamoDBEventScanner
 from adapters.eventbridge import EventBridgePublisher
 from adapters.eventstore.dynamodb import default_client_config
-from adapters.read_models import DynamoDBOrderSummaries
+from adapters.projection_control import (
+    DynamoDBProjectionControl,
+    DynamoDBTableGenerations,
+    ProjectionDirectory,
+)
+from adapters.projection_tables import DynamoDBProjectionTable
+from adapters.read_models import DynamoDBReadModels
 from adapters.ses_email import SesEmailSender, TemplateCustomerDirectory
 from adapters.sqs import SqsAttentionQueue, SqsReservationQueue
 from adapters.stripe_payments import StripePaymentGateway
 from application.orders import OrdersApplication
+from application.ports import RebuildRun
 from application.saga import OrderSagaProcess, RetryPolicy, SagaPorts
+from projections.catalog import PROJECTIONS
+from projections.projection import Projection
+from projections.rebuild import (
+    DEFAULT_FLUSH_EVENTS,
+    RebuildCoordinator,
+    RebuildTarget,
+    SegmentRebuilder,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 ORDER_SUMMARIES_TABLE = "ORDER_SUMMARIES_TABLE"
+CUSTOMER_STATS_TABLE = "CUSTOMER_STATS_TABLE"
+INVENTORY_LEVELS_TABLE = "INVENTORY_LEVELS_TABLE"
+PROJECTION_CONTROL_TABLE = "PROJECTION_CONTROL_TABLE"
+PROJECTION_POINTER_TTL_SECONDS = "PROJECTION_POINTER_TTL_SECONDS"
+REBUILD_QUEUE_URL = "REBUILD_QUEUE_URL"
+DEFAULT_POINTER_TTL_SECONDS = 5.0
+# Read model -> the variable naming its table in the template (generation 0).
+READ_MODEL_TABLES = {
+    "order_summary": ORDER_SUMMARIES_TABLE,
+    "customer_stats": CUSTOMER_STATS_TABLE,
+    "inventory_levels": INVENTORY_LEVELS_TABLE,
+}
 EVENT_BUS_NAME = "EVENT_BUS_NAME"
 RESERVATION_QUEUE_URL = "RESERVATION_QUEUE_URL"
 ATTENTION_QUEUE_URL = "ATTENTION_QUEUE_URL"
@@ -47,23 +75,112 @@ def require_env(name: str, env: Mapping[str, str] | None = None) -> str:
 
 
 @dataclass(frozen=True)
+class ReadSide:
+    """The read-model tables: where their pointers live and how to open a table."""
+
+    client: DynamoDBClient
+    base_tables: dict[str, str]
+    control: DynamoDBProjectionControl
+    directory: ProjectionDirectory
+
+    def open_table(self, projection: Projection, table_name: str) -> DynamoDBProjectionTable:
+        return DynamoDBProjectionTable(self.client, table_name, projection.key_attributes)
+
+
+@dataclass(frozen=True)
 class OrderServices:
     orders: OrdersApplication
-    summaries: DynamoDBOrderSummaries
+    read_models: DynamoDBReadModels
+    read_side: ReadSide
 
 
 def dynamodb_client() -> DynamoDBClient:
     return boto3.client("dynamodb", config=default_client_config())
 
 
+def build_read_side(
+    env: Mapping[str, str] | None = None, client: DynamoDBClient | None = None
+) -> ReadSide:
+    environment = dict(os.environ if env is None else env)
+    client = client or dynamodb_client()
+    base_tables = {
+        name: require_env(variable, environment) for name, variable in READ_MODEL_TABLES.items()
+    }
+    control = DynamoDBProjectionControl(
+        client, require_env(PROJECTION_CONTROL_TABLE, environment), base_tables
+    )
+    ttl = _number(environment, PROJECTION_POINTER_TTL_SECONDS, DEFAULT_POINTER_TTL_SECONDS)
+    return ReadSide(client, base_tables, control, ProjectionDirectory(control, ttl))
+
+
 def build_order_services(env: Mapping[str, str] | None = None) -> OrderServices:
-    """Build the order application and the summary store; fail at once if unconfigured."""
+    """Build the order application and the read models; fail at once if unconfigured."""
     environment = dict(os.environ if env is None else env)
     orders = OrdersApplication(env=environment)
-    summaries = DynamoDBOrderSummaries(
-        dynamodb_client(), require_env(ORDER_SUMMARIES_TABLE, environment)
+    read_side = build_read_side(environment)
+    return OrderServices(
+        orders=orders,
+        read_models=DynamoDBReadModels(read_side.client, read_side.directory),
+        read_side=read_side,
     )
-    return OrderServices(orders=orders, summaries=summaries)
+
+
+@dataclass(frozen=True)
+class RebuildServices:
+    orders: OrdersApplication
+    read_side: ReadSide
+    scanner: DynamoDBEventScanner
+    generations: DynamoDBTableGenerations
+
+    def coordinator(self) -> RebuildCoordinator:
+        return RebuildCoordinator(
+            self.read_side.control,
+            self.generations,
+            self.read_side.base_tables,
+            pointer_ttl_seconds=self.read_side.directory.ttl_seconds,
+        )
+
+    def segment_rebuilder(
+        self,
+        run: RebuildRun,
+        *,
+        flush_events: int = DEFAULT_FLUSH_EVENTS,
+        page_limit: int | None = None,
+    ) -> SegmentRebuilder:
+        def read_events(stream_id: str, after: int, up_to: int) -> Any:
+            return self.orders.recorder.select_events(stream_id, gt=after, lte=up_to)
+
+        targets = [
+            RebuildTarget(projection, self.read_side.open_table(projection, run.tables[name]))
+            for name, projection in PROJECTIONS.items()
+            if name in run.projections
+        ]
+        return SegmentRebuilder(
+            rebuild_id=run.rebuild_id,
+            total_segments=run.total_segments,
+            targets=targets,
+            scanner=self.scanner,
+            decode=self.orders.mapper.to_domain_event,
+            read_events=read_events,
+            checkpoints=self.read_side.control,
+            flush_events=flush_events,
+            page_limit=page_limit,
+        )
+
+
+def build_rebuild_services(
+    env: Mapping[str, str] | None = None, client: DynamoDBClient | None = None
+) -> RebuildServices:
+    environment = dict(os.environ if env is None else env)
+    client = client or dynamodb_client()
+    orders = OrdersApplication(env=environment)
+    read_side = build_read_side(environment, client)
+    return RebuildServices(
+        orders=orders,
+        read_side=read_side,
+        scanner=DynamoDBEventScanner(client, require_env("EVENTS_TABLE", environment)),
+        generations=DynamoDBTableGenerations(client),
+    )
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
@@ -59,27 +59,135 @@ class InvalidCursorError(ValueError):
 
 
 class OrderQueries(Protocol):
-    """The read models the API queries."""
+    """The read models the API queries. Lists are newest first unless they say otherwise."""
 
     def get_order(self, order_id: str) -> Mapping[str, Any] | None: ...
 
     def list_customer_orders(self, customer_id: str, limit: int, cursor: str | None) -> Page: ...
+
+    def list_orders_by_status(self, status: str, limit: int, cursor: str | None) -> Page: ...
+
+    def list_orders_needing_attention(self, limit: int, cursor: str | None) -> Page:
+        """Orders an operator has to look at, longest flagged first."""
+        ...
+
+    def get_customer_stats(self, customer_id: str) -> Mapping[str, Any] | None: ...
+
+    def get_stock(self, sku: str) -> Mapping[str, Any] | None: ...
 
 
 class StaleRowError(Exception):
     """A read-model row changed between reading it and writing it back."""
 
 
-class SummaryStore(Protocol):
-    """Rows of the order summary read model, written under a version guard."""
+class TableMissingError(LookupError):
+    """A read-model table named by a projection pointer does not exist (any more)."""
 
-    def get(self, order_id: str) -> Mapping[str, Any] | None: ...
+    def __init__(self, table_name: str) -> None:
+        super().__init__(f"read-model table {table_name} does not exist")
+        self.table_name = table_name
 
-    def put(self, row: Mapping[str, Any], *, expected_version: int) -> None:
-        """Write ``row`` if the stored row is at ``expected_version`` (0: no row yet).
 
-        Raises :class:`StaleRowError` otherwise, and writes nothing.
+RowKey = Mapping[str, str]
+"""The key attributes of a read-model row; every key attribute is a string."""
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """What one stream adds to a row that sums many streams (customer stats).
+
+    ``add`` holds numbers added atomically (DynamoDB ``ADD``), so contributions of
+    different streams commute; ``set_once`` holds attributes written only if absent.
+    """
+
+    key: RowKey
+    add: Mapping[str, int]
+    set_once: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewRow:
+    """A per-stream row that a rebuild creates, with what it adds to summing rows."""
+
+    key: RowKey
+    row: Mapping[str, Any]
+    contributions: Sequence[Contribution] = ()
+
+
+class ProjectionTable(Protocol):
+    """One table (one generation) of a read model.
+
+    Every per-stream row carries ``version``: the version of the last event of its
+    stream that it reflects. Writes are guarded by it.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def get_row(self, key: RowKey) -> dict[str, Any] | None:
+        """Return the row, read consistently, or None."""
+        ...
+
+    def apply(
+        self,
+        key: RowKey,
+        row: Mapping[str, Any],
+        *,
+        expected_version: int,
+        contributions: Sequence[Contribution] = (),
+    ) -> None:
+        """Replace the row if it is at ``expected_version`` (0: no row yet), and add the
+        contributions, all or nothing.
+
+        Raises :class:`StaleRowError` if the row moved on (nothing is written) and
+        :class:`TableMissingError` if the table is gone.
         """
+        ...
+
+    def create_rows(self, rows: Sequence[NewRow]) -> list[int]:
+        """Create each row that does not exist yet, together with its contributions.
+
+        Each row and its contributions are written all or nothing. Return the
+        indexes (into ``rows``) of the rows that already existed; those were not
+        written and their contributions were not added.
+        """
+        ...
+
+    def scan_rows(self, segment: int, total_segments: int) -> Iterator[dict[str, Any]]:
+        """Yield every row of one scan segment (verification reads the whole table)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ScanPage:
+    """One page of a segment of the event log, and the key to continue after it."""
+
+    events: Sequence[StoredEvent]
+    scanned: int
+    next_key: str | None
+    """Opaque continuation key; None once the segment is exhausted."""
+
+
+class EventScanner(Protocol):
+    """Reads the whole event log in parallel segments (DynamoDB parallel Scan)."""
+
+    def scan_page(
+        self,
+        segment: int,
+        total_segments: int,
+        start_key: str | None,
+        stream_types: Sequence[str],
+        limit: int | None = None,
+    ) -> ScanPage:
+        """Return the next page of events of the given aggregate types in one segment.
+
+        Within a segment a stream's events come in position order; ``limit`` caps the
+        items examined per page (tests use it to get many small pages).
+        """
+        ...
+
+    def approximate_item_count(self) -> int:
+        """Items in the whole log table (events, tips, commands); may lag behind."""
         ...
 
 
@@ -100,3 +208,107 @@ class AttentionQueue(Protocol):
     """Dead-letter queue for saga steps that failed after their retries."""
 
     def report(self, *, order_id: str, step: str, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SegmentCheckpoint:
+    """How far one segment of a rebuild has got; saved after every flush of rows."""
+
+    segment: int
+    start_key: str | None = None
+    """Where the scan continues (opaque, from :class:`ScanPage`); None: at the start."""
+    pages: int = 0
+    scanned: int = 0
+    events: int = 0
+    created: int = 0
+    caught_up: int = 0
+    done: bool = False
+
+
+class RebuildCheckpoints(Protocol):
+    def load_checkpoint(self, rebuild_id: str, segment: int) -> SegmentCheckpoint | None: ...
+
+    def save_checkpoint(self, rebuild_id: str, checkpoint: SegmentCheckpoint) -> None:
+        """Record progress; a checkpoint never moves back to fewer pages."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProjectionPointer:
+    """Which table (generation) of a read model queries read, and which one is being built.
+
+    Generation 0 is the table the template declares; a rebuild builds generation n+1
+    in a new table and switches the pointer to it.
+    """
+
+    projection: str
+    live_table: str
+    live_generation: int = 0
+    building_table: str | None = None
+    building_generation: int | None = None
+    rebuild_id: str | None = None
+    previous_table: str | None = None
+    switched_at: float | None = None
+    last_generation: int = 0
+
+    def write_targets(self, now: float, grace_seconds: float) -> list[str]:
+        """Tables the projector keeps current: live, the one being built, and for a short
+        while after a switch the previous one, which stale readers may still query."""
+        targets = [self.live_table]
+        if self.building_table and self.building_table not in targets:
+            targets.append(self.building_table)
+        recently_switched = self.switched_at is not None and now < self.switched_at + grace_seconds
+        if self.previous_table and recently_switched and self.previous_table not in targets:
+            targets.append(self.previous_table)
+        return targets
+
+
+@dataclass(frozen=True)
+class RebuildRun:
+    rebuild_id: str
+    projections: tuple[str, ...]
+    total_segments: int
+    tables: Mapping[str, str]
+    """Projection name -> the table this run builds."""
+    generations: Mapping[str, int]
+    scan_not_before: float
+    """Epoch seconds; before it some projector may not yet know the new tables."""
+    status: str = "scanning"
+    created_at: str = ""
+
+
+class RebuildConflictError(RuntimeError):
+    """Another rebuild of the same read model is unfinished, or the pointer moved."""
+
+
+class ProjectionControl(RebuildCheckpoints, Protocol):
+    def pointer(self, projection: str) -> ProjectionPointer:
+        """Return the pointer, read consistently; generation 0 if none was written."""
+        ...
+
+    def begin(self, run: RebuildRun) -> None:
+        """Record the run and point each projection's ``building`` at its new table, all
+        or nothing; raise :class:`RebuildConflictError` if one is already building."""
+        ...
+
+    def load_run(self, rebuild_id: str) -> RebuildRun | None: ...
+
+    def checkpoints(self, rebuild_id: str) -> list[SegmentCheckpoint]: ...
+
+    def switch(self, run: RebuildRun, now: float) -> list[str] | None:
+        """Make every table of the run live at once; return the tables that dropped out of
+        the pointers (the old previous generations), or None if the run was not building
+        any more (already switched or abandoned)."""
+        ...
+
+    def abandon(self, run: RebuildRun) -> None:
+        """Stop pointing at the run's tables and mark it abandoned."""
+        ...
+
+
+class TableGenerations(Protocol):
+    def create_generation(self, base_table: str, generation: int) -> str:
+        """Create an empty table shaped like ``base_table``; return its name."""
+        ...
+
+    def delete_table(self, table_name: str) -> None: ...

@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from adapters.composition import build_order_services
+from adapters.read_models import MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
 from application import inventory
 from application.commands import IdempotencyKey, PlaceOrder, Sku
 from application.errors import (
@@ -34,7 +35,7 @@ from application.inventory import SkuNotFoundError
 from application.ports import InvalidCursorError
 from domain.errors import DomainError, InvalidTransitionError
 from domain.inventory import MAX_STOCK
-from domain.order import ID_PATTERN, MAX_REASON_LENGTH
+from domain.order import ID_PATTERN, MAX_REASON_LENGTH, OrderStatus
 
 logger = Logger(service="orders")
 services = build_order_services()
@@ -42,7 +43,6 @@ app = APIGatewayRestResolver(enable_validation=True)
 
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 
 CustomerId = Annotated[str, StringConstraints(pattern=ID_PATTERN.pattern)]
 
@@ -59,6 +59,19 @@ def _errors(status: int, errors: list[dict[str, Any]]) -> Response[Any]:
 
 def _message(status: int, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
     return _json(status, {"message": message}, headers)
+
+
+class QueryParameterError(ValueError):
+    """Query parameters that are each valid but do not make a query together."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class CustomerNotFoundError(LookupError):
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(f"customer {customer_id!r} has no orders")
 
 
 def _parse_order_id(order_id: str) -> UUID:
@@ -95,9 +108,31 @@ def place_order(
     )
 
 
+@app.get("/orders")
+def list_orders(
+    status: Annotated[OrderStatus | None, Query()] = None,
+    needs_attention: Annotated[bool | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
+) -> Response[Any]:
+    """Operators' lists: orders with one status, newest first, or the orders that need
+    attention, longest flagged first. Listing every order would need a Scan, so one of
+    the two filters is required."""
+    if (status is None) == (needs_attention is None) or needs_attention is False:
+        raise QueryParameterError(
+            "status" if needs_attention is None else "needs_attention",
+            "pass either status=<STATUS> or needs_attention=true",
+        )
+    if status is not None:
+        page = services.read_models.list_orders_by_status(status.value, limit, cursor)
+    else:
+        page = services.read_models.list_orders_needing_attention(limit, cursor)
+    return _json(200, {"orders": list(page.items), "next_cursor": page.next_cursor})
+
+
 @app.get("/orders/<order_id>")
 def get_order(order_id: Annotated[str, Path()]) -> Response[Any]:
-    row = services.summaries.get_order(str(_parse_order_id(order_id)))
+    row = services.read_models.get_order(str(_parse_order_id(order_id)))
     if row is None:
         raise OrderNotFoundError(order_id)
     return _json(200, row)
@@ -113,10 +148,18 @@ def get_order_events(order_id: Annotated[str, Path()]) -> Response[Any]:
 def list_customer_orders(
     customer_id: Annotated[CustomerId, Path()],
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
-    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
 ) -> Response[Any]:
-    page = services.summaries.list_customer_orders(customer_id, limit, cursor)
+    page = services.read_models.list_customer_orders(customer_id, limit, cursor)
     return _json(200, {"orders": list(page.items), "next_cursor": page.next_cursor})
+
+
+@app.get("/customers/<customer_id>/stats")
+def get_customer_stats(customer_id: Annotated[CustomerId, Path()]) -> Response[Any]:
+    stats = services.read_models.get_customer_stats(customer_id)
+    if stats is None:
+        raise CustomerNotFoundError(customer_id)
+    return _json(200, stats)
 
 
 class CancelOrder(BaseModel):
@@ -173,7 +216,12 @@ def count_stock(
 
 @app.get("/inventory/<sku>")
 def get_stock(sku: Annotated[Sku, Path()]) -> Response[Any]:
-    return _json(200, inventory.get_stock(services.orders, sku))
+    """Stock from the inventory-levels read model, which follows the commands within
+    about a second; the commands themselves answer with the level they produced."""
+    level = services.read_models.get_stock(sku)
+    if level is None:
+        raise SkuNotFoundError(sku)
+    return _json(200, level)
 
 
 @app.get("/health")
@@ -210,6 +258,16 @@ def _idempotency_key_reused(error: IdempotencyKeyReusedError) -> Response[Any]:
 @app.exception_handler(InvalidCursorError)
 def _invalid_cursor(error: InvalidCursorError) -> Response[Any]:
     return _errors(422, [{"loc": ["query", "cursor"], "msg": str(error)}])
+
+
+@app.exception_handler(QueryParameterError)
+def _invalid_query(error: QueryParameterError) -> Response[Any]:
+    return _errors(422, [{"loc": ["query", error.name], "msg": str(error)}])
+
+
+@app.exception_handler(CustomerNotFoundError)
+def _customer_not_found(error: CustomerNotFoundError) -> Response[Any]:
+    return _message(404, str(error))
 
 
 @app.exception_handler(InvalidTransitionError)

@@ -4,6 +4,10 @@ The event source mapping delivers tip records only (filter criteria in the
 template). Each record is processed on its own and failures are reported per
 record, so one bad record is retried, bisected and finally sent to the DLQ
 without stalling the shard.
+
+Each read model's pointer names the tables to keep current: the live one and,
+while a rebuild runs, the one being built (and briefly after a switch, the
+previous one). A commit is applied to each under its own version guard.
 """
 
 from __future__ import annotations
@@ -19,29 +23,49 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from eventsourcing.utils import get_topic
 
 from adapters.composition import build_order_services
 from adapters.eventstore.items import KIND_TIP, tip_from_item
-from domain.order import Order
-from projections.projector import OrderSummaryProjector
+from application.ports import TableMissingError, Tip
+from projections.catalog import PROJECTIONS, projections_for
+from projections.projector import GuardedProjector, ProjectionOutcome
 
 logger = Logger(service="orders")
 services = build_order_services()
+read_side = services.read_side
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-
-ORDER_STREAM_TYPE = get_topic(Order)
 
 
 def _read_events(stream_id: str, after: int, up_to: int) -> Any:
     return services.orders.recorder.select_events(stream_id, gt=after, lte=up_to)
 
 
-projector = OrderSummaryProjector(
-    store=services.summaries,
-    decode=services.orders.mapper.to_domain_event,
-    read_events=_read_events,
-)
+projectors = {
+    name: GuardedProjector(projection, services.orders.mapper.to_domain_event, _read_events)
+    for name, projection in PROJECTIONS.items()
+}
+
+
+def project_tip(tip: Tip) -> list[ProjectionOutcome]:
+    """Apply one tip to every table of every read model that folds its stream type."""
+    outcomes = []
+    for projection in projections_for(tip.stream_type):
+        directory = read_side.directory
+        for table_name in directory.write_targets(projection.name):
+            table = read_side.open_table(projection, table_name)
+            try:
+                outcomes.append(projectors[projection.name].project(table, tip))
+            except TableMissingError:
+                # A rebuild was abandoned or an old generation dropped since the
+                # pointer was cached: skip the table only if it is no longer a target.
+                directory.invalidate(projection.name)
+                if table_name in directory.write_targets(projection.name):
+                    raise
+                logger.info(
+                    "table is no longer a target, skipped",
+                    extra={"projection": projection.name, "table": table_name},
+                )
+    return outcomes
 
 
 def record_handler(record: DynamoDBRecord) -> None:
@@ -51,22 +75,21 @@ def record_handler(record: DynamoDBRecord) -> None:
         logger.debug("record is not a tip, skipped", extra={"event_id": record.event_id})
         return
     tip = tip_from_item(image)
-    if tip.stream_type != ORDER_STREAM_TYPE:
-        return
-
-    outcome = projector.project(tip)
-    logger.info(
-        "tip projected",
-        extra={
-            "order_id": tip.stream_id,
-            "stream_id": tip.stream_id,
-            "version": tip.version,
-            "applied": outcome.applied,
-            "skipped": outcome.skipped,
-            "filled": outcome.filled,
-            "sequence_number": record.dynamodb.sequence_number if record.dynamodb else None,
-        },
-    )
+    for outcome in project_tip(tip):
+        logger.info(
+            "tip projected",
+            extra={
+                "order_id": tip.stream_id,
+                "stream_id": tip.stream_id,
+                "version": tip.version,
+                "projection": outcome.projection,
+                "table": outcome.table,
+                "applied": outcome.applied,
+                "skipped": outcome.skipped,
+                "filled": outcome.filled,
+                "sequence_number": record.dynamodb.sequence_number if record.dynamodb else None,
+            },
+        )
 
 
 @logger.inject_lambda_context

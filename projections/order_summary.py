@@ -1,19 +1,35 @@
 """Order summary read model: one row per order, folded from the order's events.
 
-The same rows, queried through the ``by_customer`` index (customer id, then
-``placed_key`` = placed-at time and order id), form the customer-orders read
-model, listed newest first.
+Three more read models are indexes over these rows, each defined in its own
+module: customer orders (:mod:`projections.customer_orders`), orders by status
+(:mod:`projections.orders_by_status`) and orders needing attention
+(:mod:`projections.needs_attention`). The fold writes their key attributes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from application.orders import format_timestamp
-from domain.order import Order, OrderStatus
+from eventsourcing.utils import get_topic
 
-Row = dict[str, Any]
+from application.orders import format_timestamp
+from application.ports import RowKey
+from domain.order import Order, OrderStatus
+from projections.projection import (
+    PerStreamOnly,
+    ProjectionError,
+    Row,
+    expect_next_version,
+)
+
+NAME = "order_summary"
+ORDER_STREAM_TYPE = get_topic(Order)
+# Key attributes of the sparse needs-attention index: present only while flagged.
+ATTENTION_FLAG = "attention_flag"
+ATTENTION_KEY = "attention_key"
+FLAGGED = "FLAGGED"
 
 # Fields of a row that the API returns; the rest (placed_key) serve the index.
 PUBLIC_FIELDS = (
@@ -34,22 +50,13 @@ PUBLIC_FIELDS = (
 )
 
 
-class ProjectionError(ValueError):
-    """An event cannot be applied to the row: the stream is out of order or corrupt."""
-
-
 def placed_key(placed_at: str, order_id: str) -> str:
     return f"{placed_at}#{order_id}"
 
 
 def apply_event(row: Row | None, event: Any) -> Row:
     """Return the row after ``event``; ``row`` is the row at the previous version or None."""
-    version: int = event.originator_version
-    expected = 1 if row is None else row["version"] + 1
-    if version != expected:
-        raise ProjectionError(
-            f"order {event.originator_id}: event version {version}, row expects {expected}"
-        )
+    version = expect_next_version(row, event, "order")
     at = format_timestamp(event.timestamp)
 
     if isinstance(event, Order.OrderPlaced):
@@ -88,9 +95,13 @@ def apply_event(row: Row | None, event: Any) -> Row:
     elif isinstance(event, Order.AttentionRequired):
         updated["needs_attention"] = True
         updated["attention_reason"] = event.reason
+        # Flagged again with another reason: it keeps its place in the queue.
+        updated[ATTENTION_FLAG] = FLAGGED
+        updated.setdefault(ATTENTION_KEY, f"{at}#{row['order_id']}")
     elif isinstance(event, Order.AttentionResolved):
         updated["needs_attention"] = False
-        updated.pop("attention_reason", None)
+        for name in ("attention_reason", ATTENTION_FLAG, ATTENTION_KEY):
+            updated.pop(name, None)
     # Any other event type only advances the version, so later events still apply.
     return updated
 
@@ -103,3 +114,22 @@ def fold(row: Row | None, events: Iterable[Any]) -> Row | None:
 
 def public_view(row: Mapping[str, Any]) -> dict[str, Any]:
     return {name: row[name] for name in PUBLIC_FIELDS if name in row}
+
+
+@dataclass(frozen=True)
+class OrderSummaryProjection(PerStreamOnly):
+    name: str = NAME
+    stream_types: frozenset[str] = frozenset({ORDER_STREAM_TYPE})
+    key_attributes: tuple[str, ...] = ("order_id",)
+
+    def row_key(self, stream_id: str) -> RowKey:
+        return {"order_id": stream_id}
+
+    def fold(self, row: Row | None, events: Iterable[Any]) -> Row:
+        folded = fold(row, events)
+        if folded is None:
+            raise ProjectionError("an order summary needs at least one event")
+        return folded
+
+
+PROJECTION = OrderSummaryProjection()

@@ -28,6 +28,11 @@ def handler_environment(tables: dict[str, str]) -> dict[str, str]:
         "PERSISTENCE_MODULE": "adapters.eventstore.dynamodb",
         "EVENTS_TABLE": tables["EventsTable"],
         "ORDER_SUMMARIES_TABLE": tables["OrderSummariesTable"],
+        "CUSTOMER_STATS_TABLE": tables["CustomerStatsTable"],
+        "INVENTORY_LEVELS_TABLE": tables["InventoryLevelsTable"],
+        "PROJECTION_CONTROL_TABLE": tables["ProjectionControlTable"],
+        # Tests switch pointers and expect the next call to see it.
+        "PROJECTION_POINTER_TTL_SECONDS": "0",
         "POWERTOOLS_SERVICE_NAME": "orders",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
     }

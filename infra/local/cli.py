@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from infra.local import dev_state, dynamodb_local
+from infra.local import dev_state, dynamodb_local, projections_cli
 
 SAGA_QUEUE = "SagaQueue"
 _AWS_QUEUE_URL = re.compile(
@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         "project)",
     )
     retry.set_defaults(run=_saga_retry)
+
+    projections_cli.add_parser(commands)
     return parser
 
 

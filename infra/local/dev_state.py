@@ -34,6 +34,8 @@ class DevState:
     moto_endpoint_url: str
     region: str
     queue_urls: dict[str, str] = field(default_factory=dict)
+    dynamodb_endpoint_url: str = ""
+    table_names: dict[str, str] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         """Write atomically, so a reader never sees half a file."""
@@ -76,6 +78,10 @@ def read(path: Path) -> DevState:
             moto_endpoint_url=str(data["moto_endpoint_url"]),
             region=str(data["region"]),
             queue_urls={str(key): str(value) for key, value in data["queue_urls"].items()},
+            dynamodb_endpoint_url=str(data.get("dynamodb_endpoint_url", "")),
+            table_names={
+                str(key): str(value) for key, value in data.get("table_names", {}).items()
+            },
         )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise DevStateError(

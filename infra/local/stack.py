@@ -569,6 +569,8 @@ class LocalStack:
             moto_endpoint_url=self.moto_endpoint_url,
             region=LOCAL_REGION,
             queue_urls=dict(self.queue_urls),
+            dynamodb_endpoint_url=self.dynamodb_endpoint_url,
+            table_names=dict(self.table_names),
         )
 
     def child_process_ids(self) -> list[int]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import pytest
 
+from domain.inventory import InventoryItem
+from domain.order import Order
 from tests.lambda_support import FakeLambdaContext, api_event, load_handler_module, response_header
 
 if TYPE_CHECKING:
@@ -48,10 +52,40 @@ def stored_item_count(client: DynamoDBClient, table: str) -> int:
 
 
 def project_everything(api: ModuleType, projector: ModuleType, order_ids: list[str]) -> None:
-    """Apply each order's tip, as the stream would deliver it."""
+    """Apply each stream's tip, as the stream would deliver it."""
     for order_id in order_ids:
         tip = api.services.orders.recorder.select_tip(order_id)
-        projector.projector.project(tip)
+        projector.project_tip(tip)
+
+
+def change_order(api: ModuleType, order_id: str, change: Callable[[Order], Any]) -> None:
+    """Run a command on the order as the saga or an operator would, one commit."""
+    orders = api.services.orders
+    order: Order = orders.repository.get(UUID(order_id))
+    change(order)
+    orders.save(order)
+
+
+def place(api: ModuleType, **overrides: Any) -> str:
+    status, placed, _ = call(api, "POST", "/orders", body={**VALID_ORDER, **overrides})
+    assert status == 202
+    order_id: str = placed["order_id"]
+    return order_id
+
+
+def list_all(api: ModuleType, path: str, query: dict[str, str]) -> list[str]:
+    """Follow next_cursor to the end; return the order ids in the order listed."""
+    seen: list[str] = []
+    cursor = None
+    for _ in range(20):
+        page_query = {**query, **({"cursor": cursor} if cursor else {})}
+        status, page, _ = call(api, "GET", path, query=page_query)
+        assert status == 200, page
+        seen.extend(order["order_id"] for order in page["orders"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+    raise AssertionError("pagination did not end within 20 pages")
 
 
 def test_place_order_returns_202_and_location(api: ModuleType) -> None:
@@ -231,3 +265,150 @@ def test_health_is_200(api: ModuleType) -> None:
     status, answer, _ = call(api, "GET", "/health")
     assert status == 200
     assert answer["status"] == "ok"
+
+
+# Orders by status and orders needing attention -------------------------------------------
+
+
+def test_orders_by_status_paginate_newest_first(api: ModuleType, projector: ModuleType) -> None:
+    order_ids = [place(api) for _ in range(5)]
+    change_order(api, order_ids[1], lambda order: order.fail("out of stock"))
+    change_order(api, order_ids[3], lambda order: order.fail("declined"))
+    project_everything(api, projector, order_ids)
+
+    assert list_all(api, "/orders", {"status": "FAILED", "limit": "1"}) == [
+        order_ids[3],
+        order_ids[1],
+    ]
+
+
+def test_order_leaves_old_status_list(api: ModuleType, projector: ModuleType) -> None:
+    order_ids = [place(api) for _ in range(3)]
+    change_order(api, order_ids[0], lambda order: order.cancel("changed my mind"))
+    project_everything(api, projector, order_ids)
+
+    assert list_all(api, "/orders", {"status": "PLACED", "limit": "2"}) == [
+        order_ids[2],
+        order_ids[1],
+    ]
+
+
+def test_orders_needing_attention_oldest_flag_first(
+    api: ModuleType, projector: ModuleType
+) -> None:
+    order_ids = [place(api) for _ in range(4)]
+    for order_id in (order_ids[2], order_ids[0], order_ids[3]):
+        change_order(api, order_id, lambda order: order.require_attention("refund stuck"))
+    change_order(api, order_ids[3], lambda order: order.resolve_attention())
+    project_everything(api, projector, order_ids)
+
+    listed = list_all(api, "/orders", {"needs_attention": "true", "limit": "1"})
+
+    assert listed == [order_ids[2], order_ids[0]]
+
+
+def test_status_cursor_is_not_accepted_for_another_status(
+    api: ModuleType, projector: ModuleType
+) -> None:
+    order_ids = [place(api) for _ in range(2)]
+    project_everything(api, projector, order_ids)
+    _, page, _ = call(api, "GET", "/orders", query={"status": "PLACED", "limit": "1"})
+
+    status, answer, _ = call(
+        api, "GET", "/orders", query={"status": "FAILED", "cursor": page["next_cursor"]}
+    )
+
+    assert status == 422
+    assert answer["errors"][0]["loc"] == ["query", "cursor"]
+
+
+@pytest.mark.parametrize(
+    ("query", "loc"),
+    [
+        ({}, ["query", "status"]),
+        ({"status": "PLACED", "needs_attention": "true"}, ["query", "needs_attention"]),
+        ({"needs_attention": "false"}, ["query", "needs_attention"]),
+        ({"needs_attention": "maybe"}, ["query", "needs_attention"]),
+        ({"status": "LOST"}, ["query", "status"]),
+        ({"status": "PLACED", "limit": "0"}, ["query", "limit"]),
+        ({"status": "PLACED", "cursor": "not-a-cursor"}, ["query", "cursor"]),
+    ],
+    ids=[
+        "no filter",
+        "both filters",
+        "attention false",
+        "attention not a boolean",
+        "unknown status",
+        "limit 0",
+        "forged cursor",
+    ],
+)
+def test_bad_order_list_query_is_422(
+    api: ModuleType, query: dict[str, str], loc: list[str]
+) -> None:
+    status, answer, _ = call(api, "GET", "/orders", query=query)
+    assert status == 422
+    assert answer["errors"][0]["loc"] == loc
+
+
+# Customer stats --------------------------------------------------------------------------
+
+
+def test_customer_stats_sum_paid_orders(api: ModuleType, projector: ModuleType) -> None:
+    paid, unpaid, euro = place(api), place(api), place(api, currency="EUR")
+    for order_id in (paid, euro):
+        change_order(
+            api,
+            order_id,
+            lambda order: [
+                order.record_line_result(line.sku, reserved=True, available=line.quantity)
+                for line in order.lines
+            ],
+        )
+        change_order(api, order_id, lambda order: order.record_payment("pi_1"))
+    project_everything(api, projector, [paid, unpaid, euro])
+    _, newest, _ = call(api, "GET", f"/orders/{euro}")
+
+    status, stats, _ = call(api, "GET", "/customers/c-1/stats")
+
+    assert status == 200
+    assert stats == {
+        "customer_id": "c-1",
+        "order_count": 3,
+        "total_spent": {"EUR": 2 * 1250 + 3 * 499, "USD": 2 * 1250 + 3 * 499},
+        "last_order_at": newest["placed_at"],
+    }
+
+
+def test_stats_of_unknown_customer_is_404(api: ModuleType) -> None:
+    status, answer, _ = call(api, "GET", "/customers/c-nobody/stats")
+    assert status == 404
+    assert "has no orders" in answer["message"]
+
+
+def test_stats_of_invalid_customer_id_is_422(api: ModuleType) -> None:
+    status, answer, _ = call(api, "GET", "/customers/" + "c" * 129 + "/stats")
+    assert status == 422
+    assert answer["errors"][0]["loc"] == ["path", "customer_id"]
+
+
+# Inventory levels ------------------------------------------------------------------------
+
+
+def test_stock_is_read_from_inventory_levels(api: ModuleType, projector: ModuleType) -> None:
+    status, level, _ = call(api, "POST", "/inventory/MUG-RED/restock", body={"quantity": 7})
+    assert status == 200
+    item_id = str(InventoryItem.create_id("MUG-RED"))
+    project_everything(api, projector, [item_id])
+
+    status, stock, _ = call(api, "GET", "/inventory/MUG-RED")
+
+    assert status == 200
+    assert stock == level
+
+
+def test_stock_not_projected_yet_is_404(api: ModuleType) -> None:
+    call(api, "POST", "/inventory/TEA-GREEN/restock", body={"quantity": 1})
+    status, answer, _ = call(api, "GET", "/inventory/TEA-GREEN")
+    assert status == 404
+    assert "TEA-GREEN" in answer["message"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
@@ -11,34 +11,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.memory_read_models import MemoryProjectionTable
 from application.orders import OrdersApplication
-from application.ports import StaleRowError, Tip
+from application.ports import Tip
 from domain.order import Order, OrderLine
-from projections.order_summary import ProjectionError, apply_event, fold
-from projections.projector import OrderSummaryProjector
+from projections.order_summary import PROJECTION, ProjectionError, apply_event, fold
+from projections.projector import GuardedProjector
 
 
-class FakeSummaryStore:
-    """Rows in a dict, with the same version guard as the DynamoDB store."""
+class FakeSummaryStore(MemoryProjectionTable):
+    """The in-memory table with the DynamoDB store's version guard, rows keyed by order id."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-        self.lock = threading.Lock()
-        self.puts = 0
+        super().__init__("summaries", PROJECTION.key_attributes)
 
-    def get(self, order_id: str) -> Mapping[str, Any] | None:
-        with self.lock:
-            row = self.rows.get(order_id)
-            return dict(row) if row else None
+    @property
+    def by_order(self) -> dict[str, dict[str, Any]]:
+        return {key[0]: row for key, row in self.rows.items()}
 
-    def put(self, row: Mapping[str, Any], *, expected_version: int) -> None:
-        with self.lock:
-            current = self.rows.get(row["order_id"])
-            actual = current["version"] if current else 0
-            if actual != expected_version:
-                raise StaleRowError(f"row at {actual}, expected {expected_version}")
-            self.rows[row["order_id"]] = dict(row)
-            self.puts += 1
+    @property
+    def puts(self) -> int:
+        return self.writes
 
 
 @pytest.fixture
@@ -79,11 +72,22 @@ def run_lifecycle(app: OrdersApplication) -> tuple[UUID, list[Tip]]:
     return order.id, [tip for tip in tips if tip is not None]
 
 
-def make_projector(app: OrdersApplication, store: FakeSummaryStore) -> OrderSummaryProjector:
-    def read_events(stream_id: str, after: int, up_to: int) -> Any:
-        return app.recorder.select_events(stream_id, gt=after, lte=up_to)
+class SummaryProjector:
+    """The guarded projector bound to one table, as the tests below use it."""
 
-    return OrderSummaryProjector(store, app.mapper.to_domain_event, read_events)
+    def __init__(self, app: OrdersApplication, store: FakeSummaryStore) -> None:
+        def read_events(stream_id: str, after: int, up_to: int) -> Any:
+            return app.recorder.select_events(stream_id, gt=after, lte=up_to)
+
+        self.store = store
+        self.projector = GuardedProjector(PROJECTION, app.mapper.to_domain_event, read_events)
+
+    def project(self, tip: Tip) -> Any:
+        return self.projector.project(self.store, tip)
+
+
+def make_projector(app: OrdersApplication, store: FakeSummaryStore) -> SummaryProjector:
+    return SummaryProjector(app, store)
 
 
 def expected_row(app: OrdersApplication, order_id: UUID) -> dict[str, Any] | None:
@@ -120,7 +124,7 @@ def test_projector_applies_lifecycle_in_order(orders: OrdersApplication) -> None
     for tip in tips:
         projector.project(tip)
 
-    row = store.rows[str(order_id)]
+    row = store.by_order[str(order_id)]
     assert row["status"] == "FULFILLED"
     assert row["shipment_id"] == "sh_1"
     assert row == expected_row(orders, order_id)
@@ -151,7 +155,7 @@ def test_projector_fills_gap_from_store(orders: OrdersApplication) -> None:
 
     # Everything between version 1 and the first event of the last commit.
     assert outcome.filled == tips[3].first_version - 2
-    assert store.rows[str(order_id)] == expected_row(orders, order_id)
+    assert store.by_order[str(order_id)] == expected_row(orders, order_id)
 
 
 def test_projector_late_tip_after_gap_fill_is_noop(orders: OrdersApplication) -> None:
@@ -163,7 +167,7 @@ def test_projector_late_tip_after_gap_fill_is_noop(orders: OrdersApplication) ->
     outcome = projector.project(tips[1])
 
     assert outcome.applied == 0
-    assert store.rows[str(order_id)]["version"] == tips[3].version
+    assert store.by_order[str(order_id)]["version"] == tips[3].version
 
 
 def test_projector_concurrent_workers_converge(orders: OrdersApplication) -> None:
@@ -187,7 +191,7 @@ def test_projector_concurrent_workers_converge(orders: OrdersApplication) -> Non
         thread.join(timeout=10)
 
     assert errors == []
-    assert store.rows[str(order_id)] == expected_row(orders, order_id)
+    assert store.by_order[str(order_id)] == expected_row(orders, order_id)
 
 
 @settings(max_examples=60, deadline=None)
@@ -207,4 +211,4 @@ def test_projector_any_delivery_order_converges(deliveries: list[int]) -> None:
 
     newest = max(deliveries)
     history = list(app.events.get(order_id))[: tips[newest].version]
-    assert store.rows[str(order_id)] == fold(None, history)
+    assert store.by_order[str(order_id)] == fold(None, history)

@@ -1,0 +1,504 @@
+"""Projection pointers, rebuild runs and segment checkpoints in the control table, and the
+generation tables a rebuild creates.
+
+Control table items (partition key ``pk``, sort key ``sk``):
+
+- ``projection#<name>`` / ``pointer``: ``live_table``, ``live_generation``,
+  ``last_generation``, and while a rebuild runs ``building_table``,
+  ``building_generation``, ``rebuild_id``; after a switch ``previous_table`` and
+  ``switched_at`` (epoch seconds).
+- ``rebuild#<id>`` / ``run``: the read models, segment count, tables, generations,
+  ``scan_not_before``, ``status`` (scanning, switched, abandoned), ``created_at``.
+- ``rebuild#<id>`` / ``segment#<nnnn>``: the segment's checkpoint: ``start_key`` (the
+  scan's ``LastEvaluatedKey`` as JSON, absent at the start), ``pages``, ``scanned``,
+  ``events``, ``created``, ``caught_up``, ``done``, ``updated_at``.
+
+A missing pointer means generation 0: the table the template declares.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+
+from adapters.eventstore.items import utc_now_iso as now_iso
+from application.ports import (
+    ProjectionPointer,
+    RebuildConflictError,
+    RebuildRun,
+    SegmentCheckpoint,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+logger = Logger(service="orders", child=True)
+
+POINTER_SK = "pointer"
+RUN_SK = "run"
+SEGMENT_PREFIX = "segment#"
+GENERATION_SUFFIX = "-g"
+SCANNING = "scanning"
+SWITCHED = "switched"
+ABANDONED = "abandoned"
+
+
+def pointer_pk(projection: str) -> str:
+    return f"projection#{projection}"
+
+
+def run_pk(rebuild_id: str) -> str:
+    return f"rebuild#{rebuild_id}"
+
+
+def segment_sk(segment: int) -> str:
+    return f"{SEGMENT_PREFIX}{segment:04d}"
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def _s(item: Mapping[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return str(value["S"]) if value else None
+
+
+def _n(item: Mapping[str, Any], name: str) -> int | None:
+    value = item.get(name)
+    return int(value["N"]) if value else None
+
+
+def _f(item: Mapping[str, Any], name: str) -> float | None:
+    value = item.get(name)
+    return float(value["N"]) if value else None
+
+
+class DynamoDBProjectionControl:
+    """Implements the ``ProjectionControl`` port."""
+
+    def __init__(
+        self, client: DynamoDBClient, table_name: str, base_tables: Mapping[str, str]
+    ) -> None:
+        self.client = client
+        self.table_name = table_name
+        self.base_tables = dict(base_tables)
+
+    # Pointers -----------------------------------------------------------------------
+
+    def pointer(self, projection: str) -> ProjectionPointer:
+        if projection not in self.base_tables:
+            raise KeyError(f"no table is configured for read model {projection!r}")
+        response = self.client.get_item(
+            TableName=self.table_name,
+            Key=_key(pointer_pk(projection), POINTER_SK),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        base = self.base_tables[projection]
+        if not item:
+            return ProjectionPointer(projection=projection, live_table=base)
+        return ProjectionPointer(
+            projection=projection,
+            live_table=_s(item, "live_table") or base,
+            live_generation=_n(item, "live_generation") or 0,
+            building_table=_s(item, "building_table"),
+            building_generation=_n(item, "building_generation"),
+            rebuild_id=_s(item, "rebuild_id"),
+            previous_table=_s(item, "previous_table"),
+            switched_at=_f(item, "switched_at"),
+            last_generation=_n(item, "last_generation") or 0,
+        )
+
+    # Runs ---------------------------------------------------------------------------
+
+    def begin(self, run: RebuildRun) -> None:
+        actions: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": self._run_item(run),
+                    "ConditionExpression": "attribute_not_exists(#pk)",
+                    "ExpressionAttributeNames": {"#pk": "pk"},
+                }
+            }
+        ]
+        for projection in run.projections:
+            generation = run.generations[projection]
+            actions.append(
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": _key(pointer_pk(projection), POINTER_SK),
+                        "UpdateExpression": (
+                            "SET #building = :building, #building_gen = :gen, #rebuild = :id, "
+                            "#last_gen = :gen, #live = if_not_exists(#live, :base), "
+                            "#live_gen = if_not_exists(#live_gen, :zero)"
+                        ),
+                        "ConditionExpression": (
+                            "attribute_not_exists(#rebuild) AND "
+                            "(attribute_not_exists(#last_gen) OR #last_gen < :gen)"
+                        ),
+                        "ExpressionAttributeNames": {
+                            "#building": "building_table",
+                            "#building_gen": "building_generation",
+                            "#rebuild": "rebuild_id",
+                            "#last_gen": "last_generation",
+                            "#live": "live_table",
+                            "#live_gen": "live_generation",
+                        },
+                        "ExpressionAttributeValues": {
+                            ":building": {"S": run.tables[projection]},
+                            ":gen": {"N": str(generation)},
+                            ":id": {"S": run.rebuild_id},
+                            ":base": {"S": self.base_tables[projection]},
+                            ":zero": {"N": "0"},
+                        },
+                    }
+                }
+            )
+        try:
+            self.client.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+        except self.client.exceptions.TransactionCanceledException as error:
+            codes = [r.get("Code", "None") for r in error.response.get("CancellationReasons", [])]
+            raise RebuildConflictError(
+                f"another rebuild started meanwhile or its generation is taken ({codes}); "
+                "run the command again"
+            ) from None
+
+    def _run_item(self, run: RebuildRun) -> dict[str, Any]:
+        return {
+            **_key(run_pk(run.rebuild_id), RUN_SK),
+            "projections": {"L": [{"S": name} for name in run.projections]},
+            "total_segments": {"N": str(run.total_segments)},
+            "tables": {"M": {name: {"S": table} for name, table in run.tables.items()}},
+            "generations": {
+                "M": {name: {"N": str(number)} for name, number in run.generations.items()}
+            },
+            "scan_not_before": {"N": repr(run.scan_not_before)},
+            "status": {"S": run.status},
+            "created_at": {"S": run.created_at or now_iso()},
+        }
+
+    def load_run(self, rebuild_id: str) -> RebuildRun | None:
+        response = self.client.get_item(
+            TableName=self.table_name, Key=_key(run_pk(rebuild_id), RUN_SK), ConsistentRead=True
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        return RebuildRun(
+            rebuild_id=rebuild_id,
+            projections=tuple(value["S"] for value in item["projections"]["L"]),
+            total_segments=int(item["total_segments"]["N"]),
+            tables={name: value["S"] for name, value in item["tables"]["M"].items()},
+            generations={name: int(value["N"]) for name, value in item["generations"]["M"].items()},
+            scan_not_before=float(item["scan_not_before"]["N"]),
+            status=item["status"]["S"],
+            created_at=item["created_at"]["S"],
+        )
+
+    def switch(self, run: RebuildRun, now: float) -> list[str] | None:
+        pointers = {name: self.pointer(name) for name in run.projections}
+        if any(pointer.rebuild_id != run.rebuild_id for pointer in pointers.values()):
+            return None
+        actions: list[dict[str, Any]] = []
+        for name, pointer in pointers.items():
+            actions.append(
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": _key(pointer_pk(name), POINTER_SK),
+                        "UpdateExpression": (
+                            "SET #live = :building, #live_gen = :gen, #previous = :old, "
+                            "#switched = :now REMOVE #building, #building_gen, #rebuild"
+                        ),
+                        "ConditionExpression": "#rebuild = :id AND #live = :old",
+                        "ExpressionAttributeNames": {
+                            "#live": "live_table",
+                            "#live_gen": "live_generation",
+                            "#previous": "previous_table",
+                            "#switched": "switched_at",
+                            "#building": "building_table",
+                            "#building_gen": "building_generation",
+                            "#rebuild": "rebuild_id",
+                        },
+                        "ExpressionAttributeValues": {
+                            ":building": {"S": run.tables[name]},
+                            ":gen": {"N": str(run.generations[name])},
+                            ":old": {"S": pointer.live_table},
+                            ":now": {"N": repr(now)},
+                            ":id": {"S": run.rebuild_id},
+                        },
+                    }
+                }
+            )
+        actions.append(self._set_status(run, SWITCHED))
+        try:
+            self.client.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+        except self.client.exceptions.TransactionCanceledException:
+            return None
+        return [p.previous_table for p in pointers.values() if p.previous_table]
+
+    def abandon(self, run: RebuildRun) -> None:
+        for name in run.projections:
+            try:
+                self.client.update_item(
+                    TableName=self.table_name,
+                    Key=_key(pointer_pk(name), POINTER_SK),
+                    UpdateExpression="REMOVE #building, #building_gen, #rebuild",
+                    ConditionExpression="#rebuild = :id",
+                    ExpressionAttributeNames={
+                        "#building": "building_table",
+                        "#building_gen": "building_generation",
+                        "#rebuild": "rebuild_id",
+                    },
+                    ExpressionAttributeValues={":id": {"S": run.rebuild_id}},
+                )
+            except self.client.exceptions.ConditionalCheckFailedException:
+                continue  # this pointer no longer names the run
+        update = self._set_status(run, ABANDONED)["Update"]
+        try:
+            self.client.update_item(**update)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            logger.info("rebuild was not scanning any more", extra={"rebuild_id": run.rebuild_id})
+
+    def _set_status(self, run: RebuildRun, status: str) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": _key(run_pk(run.rebuild_id), RUN_SK),
+                "UpdateExpression": "SET #status = :status",
+                "ConditionExpression": "#status = :scanning",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {
+                    ":status": {"S": status},
+                    ":scanning": {"S": SCANNING},
+                },
+            }
+        }
+
+    # Checkpoints --------------------------------------------------------------------
+
+    def load_checkpoint(self, rebuild_id: str, segment: int) -> SegmentCheckpoint | None:
+        response = self.client.get_item(
+            TableName=self.table_name,
+            Key=_key(run_pk(rebuild_id), segment_sk(segment)),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return _checkpoint_from_item(item) if item else None
+
+    def save_checkpoint(self, rebuild_id: str, checkpoint: SegmentCheckpoint) -> None:
+        item: dict[str, Any] = {
+            **_key(run_pk(rebuild_id), segment_sk(checkpoint.segment)),
+            "segment": {"N": str(checkpoint.segment)},
+            "pages": {"N": str(checkpoint.pages)},
+            "scanned": {"N": str(checkpoint.scanned)},
+            "events": {"N": str(checkpoint.events)},
+            "created": {"N": str(checkpoint.created)},
+            "caught_up": {"N": str(checkpoint.caught_up)},
+            "done": {"BOOL": checkpoint.done},
+            "updated_at": {"S": now_iso()},
+        }
+        if checkpoint.start_key is not None:
+            item["start_key"] = {"S": checkpoint.start_key}
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=item,
+                # A second worker on the same segment (a redelivered message) that is
+                # behind must not move the checkpoint back.
+                ConditionExpression="attribute_not_exists(#pages) OR #pages < :pages",
+                ExpressionAttributeNames={"#pages": "pages"},
+                ExpressionAttributeValues={":pages": {"N": str(checkpoint.pages)}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            logger.info(
+                "checkpoint is already further on",
+                extra={"rebuild_id": rebuild_id, "segment": checkpoint.segment},
+            )
+
+    def checkpoints(self, rebuild_id: str) -> list[SegmentCheckpoint]:
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
+            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk"},
+            "ExpressionAttributeValues": {
+                ":pk": {"S": run_pk(rebuild_id)},
+                ":prefix": {"S": SEGMENT_PREFIX},
+            },
+            "ConsistentRead": True,
+        }
+        found: list[SegmentCheckpoint] = []
+        while True:
+            response = self.client.query(**request)
+            found.extend(_checkpoint_from_item(item) for item in response["Items"])
+            last_key = response.get("LastEvaluatedKey")
+            if not last_key:
+                return found
+            request["ExclusiveStartKey"] = last_key
+
+
+def _checkpoint_from_item(item: Mapping[str, Any]) -> SegmentCheckpoint:
+    return SegmentCheckpoint(
+        segment=int(item["segment"]["N"]),
+        start_key=_s(item, "start_key"),
+        pages=int(item["pages"]["N"]),
+        scanned=int(item["scanned"]["N"]),
+        events=int(item["events"]["N"]),
+        created=int(item["created"]["N"]),
+        caught_up=int(item["caught_up"]["N"]),
+        done=bool(item["done"]["BOOL"]),
+    )
+
+
+# Pointer cache ----------------------------------------------------------------------
+
+
+@dataclass
+class _Cached:
+    pointer: ProjectionPointer
+    loaded_at: float
+
+
+class ProjectionDirectory:
+    """Pointers cached for ``ttl_seconds``, so a request or a record costs no extra read.
+
+    The rebuild waits longer than the lifetime before it scans, and projectors keep
+    writing the previous table for ``2 * ttl_seconds`` after a switch, so a stale
+    cache never loses a write.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        ttl_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.ttl_seconds = ttl_seconds
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._cache: dict[str, _Cached] = {}
+        self._lock = threading.Lock()
+
+    def pointer(self, projection: str) -> ProjectionPointer:
+        now = self.clock()
+        with self._lock:
+            cached = self._cache.get(projection)
+        if cached is not None and now - cached.loaded_at < self.ttl_seconds:
+            return cached.pointer
+        pointer: ProjectionPointer = self.source.pointer(projection)
+        with self._lock:
+            self._cache[projection] = _Cached(pointer, now)
+        return pointer
+
+    def live_table(self, projection: str) -> str:
+        return self.pointer(projection).live_table
+
+    def write_targets(self, projection: str) -> list[str]:
+        return self.pointer(projection).write_targets(self.wall_clock(), 2 * self.ttl_seconds)
+
+    def invalidate(self, projection: str) -> None:
+        with self._lock:
+            self._cache.pop(projection, None)
+
+
+# Generation tables -------------------------------------------------------------------
+
+
+def generation_table_name(base_table: str, generation: int) -> str:
+    return f"{base_table}{GENERATION_SUFFIX}{generation}"
+
+
+class DynamoDBTableGenerations:
+    """Implements the ``TableGenerations`` port: tables shaped like the live one.
+
+    The shape (keys, attribute definitions, indexes, billing mode, encryption) is
+    copied from ``DescribeTable`` of the template's table. Point-in-time recovery
+    is not switched on: a generation can always be rebuilt from the event log.
+    """
+
+    def __init__(self, client: DynamoDBClient, *, wait_delay: int = 1) -> None:
+        self.client = client
+        self.wait_delay = wait_delay
+
+    def create_generation(self, base_table: str, generation: int) -> str:
+        name = generation_table_name(base_table, generation)
+        described = self.client.describe_table(TableName=base_table)["Table"]
+        request = create_table_request(described, name)
+        try:
+            self.client.create_table(**request)
+        except self.client.exceptions.ResourceInUseException:
+            # Left over from a start that crashed before the pointers named it: no
+            # projector has written to it, but it may hold a partial earlier attempt.
+            self.delete_table(name)
+            self.client.create_table(**request)
+        self.client.get_waiter("table_exists").wait(
+            TableName=name, WaiterConfig={"Delay": self.wait_delay, "MaxAttempts": 600}
+        )
+        logger.info("generation table created", extra={"table": name, "base_table": base_table})
+        return name
+
+    def delete_table(self, table_name: str) -> None:
+        try:
+            self.client.delete_table(TableName=table_name)
+        except self.client.exceptions.ResourceNotFoundException:
+            return
+        self.client.get_waiter("table_not_exists").wait(
+            TableName=table_name, WaiterConfig={"Delay": self.wait_delay, "MaxAttempts": 600}
+        )
+        logger.info("generation table deleted", extra={"table": table_name})
+
+
+def create_table_request(described: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A ``CreateTable`` request for an empty copy of a described table."""
+    billing = described.get("BillingModeSummary", {}).get("BillingMode", "PAY_PER_REQUEST")
+    request: dict[str, Any] = {
+        "TableName": name,
+        "AttributeDefinitions": described["AttributeDefinitions"],
+        "KeySchema": described["KeySchema"],
+        "BillingMode": billing,
+    }
+    if billing == "PROVISIONED":
+        request["ProvisionedThroughput"] = _throughput(described["ProvisionedThroughput"])
+    indexes = []
+    for index in described.get("GlobalSecondaryIndexes", []):
+        copied: dict[str, Any] = {
+            "IndexName": index["IndexName"],
+            "KeySchema": index["KeySchema"],
+            "Projection": index["Projection"],
+        }
+        if billing == "PROVISIONED":
+            copied["ProvisionedThroughput"] = _throughput(index["ProvisionedThroughput"])
+        indexes.append(copied)
+    if indexes:
+        request["GlobalSecondaryIndexes"] = indexes
+    local_indexes = [
+        {
+            "IndexName": index["IndexName"],
+            "KeySchema": index["KeySchema"],
+            "Projection": index["Projection"],
+        }
+        for index in described.get("LocalSecondaryIndexes", [])
+    ]
+    if local_indexes:
+        request["LocalSecondaryIndexes"] = local_indexes
+    if described.get("SSEDescription", {}).get("Status") in ("ENABLED", "ENABLING"):
+        request["SSESpecification"] = {"Enabled": True}
+    return request
+
+
+def _throughput(described: Mapping[str, Any]) -> dict[str, int]:
+    return {
+        "ReadCapacityUnits": int(described["ReadCapacityUnits"]),
+        "WriteCapacityUnits": int(described["WriteCapacityUnits"]),
+    }
