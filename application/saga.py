@@ -107,7 +107,7 @@ class OrderSagaProcess:
         saga = self._load_saga(order_id)
         if saga is None:
             raise OrderNotFoundError(order_id)
-        if not saga.is_finished:
+        if saga.stuck_step is not None:
             saga.request_retry()
             self.app.save(saga)
         return self.advance(order_id)
@@ -400,7 +400,7 @@ class OrderSagaProcess:
                 self._report_stuck(order, saga, "cancel shipment", str(error))
                 return False
             saga.record_shipment_cancelled()
-            self.app.save(saga)
+            self._save_with_attention_cleared(saga, order)
             return True
 
         if saga.payment_id and not saga.refund_id:
@@ -442,7 +442,7 @@ class OrderSagaProcess:
                 self._report_stuck(order, saga, "refund", str(error))
                 return False
             saga.record_refund(refund.refund_id)
-            self.app.save(saga)
+            self._save_with_attention_cleared(saga, order)
             logger.info(
                 "payment refunded",
                 extra=_log_extra(order_id, payment_id=payment_id, refund_id=refund.refund_id),
@@ -477,6 +477,14 @@ class OrderSagaProcess:
             ),
         )
         return True
+
+    def _save_with_attention_cleared(self, saga: OrderSaga, order: Order) -> None:
+        """Save a compensation step; once it succeeds, the flag the saga raised for it goes."""
+        if saga.raised_attention and order.needs_attention:
+            order.resolve_attention()
+            self.app.save(saga, order)
+        else:
+            self.app.save(saga)
 
     def _report_stuck(self, order: Order, saga: OrderSaga, step: str, reason: str) -> None:
         order_id = str(order.id)

@@ -245,7 +245,12 @@ class OrderSaga(Aggregate):
             self.confirmation_claimed = False
 
     def request_retry(self) -> None:
-        self._require_running("retry")
+        """Clear a stuck step so the saga tries it again; a finished saga may still
+        hold one, when a late charge or shipment had to be reversed after the end."""
+        if self.stuck_step is None:
+            raise InvalidTransitionError(
+                f"saga of order {self.order_id} has no stuck step to retry"
+            )
         self._record_retry_requested()
 
     @event(RetryRequested)

@@ -397,6 +397,26 @@ def test_charge_answered_during_cancellation_is_refunded(world: World) -> None:
     assert world.shipments.created == {}
 
 
+def test_late_charge_stuck_refund_can_be_retried(world: World) -> None:
+    world.restock("MUG", 10)
+    order_id = world.place(MUG)
+    world.saga.advance(order_id)
+    world.payments.during_next_charge = cancel_and_compensate(world, order_id)
+    world.payments.refund_failures = ["503"] * 4
+
+    world.run_workers()
+    world.saga.advance(order_id)
+
+    assert world.order(order_id).needs_attention
+    assert world.payments.refunds == {}
+
+    outcome = world.saga.retry_stuck(order_id)
+
+    assert outcome == SagaOutcome.CANCELLED
+    assert len(world.payments.refunds) == 1
+    assert not world.order(order_id).needs_attention
+
+
 def test_refund_raced_by_another_run_is_left_to_it(world: World) -> None:
     world.restock("MUG", 10)
     order_id = world.place(MUG)
