@@ -74,6 +74,17 @@ class SagaPorts:
     recipient_for: Callable[[str], str]
 
 
+MAX_SKUS_IN_REASON = 10
+
+
+def out_of_stock_reason(skus: list[str]) -> str:
+    """Name the unavailable skus, sorted, the first ten and a count of the rest."""
+    ordered = sorted(skus)
+    named = ", ".join(ordered[:MAX_SKUS_IN_REASON])
+    rest = len(ordered) - MAX_SKUS_IN_REASON
+    return f"out of stock: {named}" + (f" and {rest} more" if rest > 0 else "")
+
+
 def _log_extra(order_id: str, **more: Any) -> dict[str, Any]:
     return {"order_id": order_id, "stream_id": order_id, **more}
 
@@ -378,8 +389,7 @@ class OrderSagaProcess:
             if order.status == OrderStatus.CANCELLED:
                 kind, reason = CompensationKind.CANCELLED, order.failure_reason or "cancelled"
             else:
-                unavailable = ", ".join(order.unavailable_skus)
-                kind, reason = CompensationKind.FAILED, f"out of stock: {unavailable}"
+                kind, reason = CompensationKind.FAILED, out_of_stock_reason(order.unavailable_skus)
             saga.start_compensation(kind, reason)
             self.app.save(saga)
             logger.info("compensation started", extra=_log_extra(order_id, reason=reason))

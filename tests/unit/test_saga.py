@@ -21,7 +21,13 @@ from application.external import (
 )
 from application.orders import OrdersApplication
 from application.ports import ReservationRequest
-from application.saga import OrderSagaProcess, RetryPolicy, SagaPorts, reserve_line
+from application.saga import (
+    OrderSagaProcess,
+    RetryPolicy,
+    SagaPorts,
+    out_of_stock_reason,
+    reserve_line,
+)
 from domain.inventory import InventoryItem, inventory_id
 from domain.order import Order, OrderLine, OrderStatus
 from domain.saga import OrderSaga, SagaOutcome, saga_id
@@ -550,3 +556,11 @@ def test_saga_state_survives_reload(world: World) -> None:
     saga: OrderSaga = world.app.repository.get(saga_id(order_id))
     assert saga.outcome == SagaOutcome.FULFILLED.value
     assert saga.payment_id is not None
+
+
+def test_out_of_stock_reason_lists_ten() -> None:
+    skus = [f"S-{index:02d}" for index in range(12, 0, -1)]
+    reason = out_of_stock_reason(skus)
+    assert reason == (
+        "out of stock: S-01, S-02, S-03, S-04, S-05, S-06, S-07, S-08, S-09, S-10 and 2 more"
+    )
