@@ -15,7 +15,10 @@ MAX_CONFLICT_RETRIES = 10
 
 class SkuNotFoundError(LookupError):
     def __init__(self, sku: str) -> None:
-        super().__init__(f"sku {sku!r} has no inventory; restock it first")
+        super().__init__(
+            f"sku {sku!r} has no stock level: restock it, and allow a second after a "
+            "restock for the level to appear"
+        )
         self.sku = sku
 
 
