@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from adapters.carrier import HttpCarrier
 from adapters.event_scan import DynamoDBEventScanner
-from adapters.eventbridge import EventBridgePublisher
 from adapters.eventstore.dynamodb import default_client_config
 from adapters.projection_control import (
     DynamoDBProjectionControl,
@@ -25,12 +23,8 @@ from adapters.projection_control import (
 )
 from adapters.projection_tables import DynamoDBProjectionTable
 from adapters.read_models import DynamoDBReadModels
-from adapters.ses_email import SesEmailSender, TemplateCustomerDirectory
-from adapters.sqs import SqsAttentionQueue, SqsReservationQueue
-from adapters.stripe_payments import StripePaymentGateway
 from application.orders import OrdersApplication
 from application.ports import RebuildRun
-from application.saga import OrderSagaProcess, RetryPolicy, SagaPorts
 from projections.catalog import PROJECTIONS
 from projections.projection import Projection
 from projections.rebuild import (
@@ -42,6 +36,12 @@ from projections.rebuild import (
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+    from adapters.eventbridge import EventBridgePublisher
+    from application.saga import OrderSagaProcess
+
+# The saga's and the publisher's adapters (Stripe, the carrier, SES, EventBridge) are
+# imported inside their build functions, so the other handlers' cold starts skip them.
 
 ORDER_SUMMARIES_TABLE = "ORDER_SUMMARIES_TABLE"
 CUSTOMER_STATS_TABLE = "CUSTOMER_STATS_TABLE"
@@ -190,6 +190,8 @@ class PublisherServices:
 
 
 def build_publisher(env: Mapping[str, str] | None = None) -> PublisherServices:
+    from adapters.eventbridge import EventBridgePublisher
+
     environment = dict(os.environ if env is None else env)
     client = boto3.client("events", config=default_client_config())
     return PublisherServices(
@@ -213,6 +215,12 @@ def _number(environment: Mapping[str, str], name: str, default: float) -> float:
 
 def build_saga_process(env: Mapping[str, str] | None = None) -> OrderSagaProcess:
     """Wire the saga to Stripe, the carrier, SES and the two SQS queues."""
+    from adapters.carrier import HttpCarrier
+    from adapters.ses_email import SesEmailSender, TemplateCustomerDirectory
+    from adapters.sqs import SqsAttentionQueue, SqsReservationQueue
+    from adapters.stripe_payments import StripePaymentGateway
+    from application.saga import OrderSagaProcess, RetryPolicy, SagaPorts
+
     environment = dict(os.environ if env is None else env)
     sqs = boto3.client("sqs", config=default_client_config())
     directory = TemplateCustomerDirectory.from_environment(environment)
