@@ -45,6 +45,7 @@ from bench.common import (
     stderr,
     top_functions,
 )
+from infra.local.template import Template
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -101,16 +102,9 @@ def api_event(method: str, path: str, body: Any, headers: dict[str, str]) -> dic
 
 def import_api_handler(local: LocalTables, log_sink: Any) -> ModuleType:
     """Import ``lambdas.api`` with the API function's environment from the template."""
-    os.environ.update(
-        {
-            "PERSISTENCE_MODULE": "adapters.eventstore.dynamodb",
-            "EVENTS_TABLE": local.events,
-            "ORDER_SUMMARIES_TABLE": local.names["OrderSummariesTable"],
-            "POWERTOOLS_SERVICE_NAME": "orders",
-            "POWERTOOLS_LOG_LEVEL": "INFO",
-            "AGGREGATE_CACHE_MAXSIZE": "1000",
-        }
-    )
+    prefix = local.events.removesuffix("EventsTable")
+    api_function = Template.load(name_prefix=prefix).functions()["ApiFunction"]
+    os.environ.update(api_function.environment)
     # Powertools' Logger binds sys.stdout when it is built, at import.
     with contextlib.redirect_stdout(log_sink):
         return importlib.import_module("lambdas.api")
