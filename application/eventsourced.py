@@ -98,14 +98,18 @@ class TipRepository(Repository[UUID]):
         """Replace the cached aggregate with the state in ``tip``, as a conflict returned it."""
         if self.cache is None:
             return
-        aggregate_id = UUID(tip.stream_id)
         if tip.snapshot is None:
             # No state to take over, so the next load reads the tip instead.
-            with contextlib.suppress(KeyError):
-                self.cache.get(aggregate_id, evict=True)
+            self.evict(tip.stream_id)
             return
+        aggregate_id = UUID(tip.stream_id)
         snapshot = cast("Snapshot", self.event_store.mapper.to_domain_event(tip.snapshot))
         self.cache.put(aggregate_id, snapshot.mutate(None))
+
+    def evict(self, stream_id: str) -> None:
+        if self.cache is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.cache.get(UUID(stream_id), evict=True)
 
     def _load_from_tip(
         self, aggregate_id: UUID, projector_func: ProjectorFunction[Any, Any]
@@ -169,4 +173,7 @@ class TipApplication(Application[UUID]):
         except VersionConflictError as conflict:
             if conflict.tip is not None:
                 self.repository.resync(conflict.tip)
+            else:
+                # No current state came back, so drop the stale copy: the retry reads.
+                self.repository.evict(conflict.stream_id)
             raise

@@ -116,3 +116,29 @@ def test_conflict_without_snapshot_evicts(apps: CountingApp) -> None:
 
     assert apps.tip_reads == reads_before + 1
     assert retried.on_hand == 2
+
+
+def test_conflict_without_tip_evicts(apps: CountingApp) -> None:
+    item = InventoryItem.register("MUG")
+    apps.warm.save(item)
+    stale: InventoryItem = apps.warm.repository.get(inventory_id("MUG"))
+    apps.other_writer_adds("MUG", 4)
+    stale.add_stock(1)
+    original_insert = apps.warm.recorder.insert_events
+
+    def conflict_without_tip(stored_events: object, **kwargs: object) -> object:
+        try:
+            return original_insert(stored_events, **kwargs)  # type: ignore[arg-type]
+        except VersionConflictError as conflict:
+            raise VersionConflictError(
+                conflict.stream_id, conflict.expected_version, None, None
+            ) from None
+
+    apps.warm.recorder.insert_events = conflict_without_tip  # type: ignore[method-assign]
+    with pytest.raises(VersionConflictError):
+        apps.warm.save(stale)
+    reads_before = apps.tip_reads
+    retried: InventoryItem = apps.warm.repository.get(inventory_id("MUG"))
+
+    assert apps.tip_reads == reads_before + 1
+    assert retried.on_hand == 4
