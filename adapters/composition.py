@@ -17,6 +17,7 @@ import boto3
 from adapters.event_scan import DynamoDBEventScanner
 from adapters.eventstore.dynamodb import default_client_config
 from adapters.projection_control import (
+    DynamoDBDirtyStreams,
     DynamoDBProjectionControl,
     DynamoDBTableGenerations,
     ProjectionDirectory,
@@ -24,11 +25,14 @@ from adapters.projection_control import (
 from adapters.projection_tables import DynamoDBProjectionTable
 from adapters.read_models import DynamoDBReadModels
 from application.orders import OrdersApplication
-from application.ports import RebuildRun
+from application.ports import RebuildRun, Tip, TipRecorder
 from projections.catalog import PROJECTIONS
+from projections.live import LiveProjector
 from projections.projection import Projection
+from projections.projector import GuardedProjector
 from projections.rebuild import (
     DEFAULT_FLUSH_EVENTS,
+    CatchUp,
     RebuildCoordinator,
     RebuildTarget,
     SegmentRebuilder,
@@ -82,9 +86,26 @@ class ReadSide:
     base_tables: dict[str, str]
     control: DynamoDBProjectionControl
     directory: ProjectionDirectory
+    dirty: DynamoDBDirtyStreams
 
     def open_table(self, projection: Projection, table_name: str) -> DynamoDBProjectionTable:
         return DynamoDBProjectionTable(self.client, table_name, projection.key_attributes)
+
+    def live_projector(self, orders: OrdersApplication) -> LiveProjector:
+        """The stream handler's projector: every read model, every table its pointer names."""
+        return LiveProjector(
+            guarded_projectors(orders), self.directory, self.open_table, self.dirty
+        )
+
+
+def guarded_projectors(orders: OrdersApplication) -> dict[str, GuardedProjector]:
+    def read_events(stream_id: str, after: int, up_to: int) -> Any:
+        return orders.recorder.select_events(stream_id, gt=after, lte=up_to)
+
+    return {
+        name: GuardedProjector(projection, orders.mapper.to_domain_event, read_events)
+        for name, projection in PROJECTIONS.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -106,11 +127,16 @@ def build_read_side(
     base_tables = {
         name: require_env(variable, environment) for name, variable in READ_MODEL_TABLES.items()
     }
-    control = DynamoDBProjectionControl(
-        client, require_env(PROJECTION_CONTROL_TABLE, environment), base_tables
-    )
+    control_table = require_env(PROJECTION_CONTROL_TABLE, environment)
+    control = DynamoDBProjectionControl(client, control_table, base_tables)
     ttl = _number(environment, PROJECTION_POINTER_TTL_SECONDS, DEFAULT_POINTER_TTL_SECONDS)
-    return ReadSide(client, base_tables, control, ProjectionDirectory(control, ttl))
+    return ReadSide(
+        client,
+        base_tables,
+        control,
+        ProjectionDirectory(control, ttl),
+        DynamoDBDirtyStreams(client, control_table),
+    )
 
 
 def build_order_services(env: Mapping[str, str] | None = None) -> OrderServices:
@@ -132,11 +158,25 @@ class RebuildServices:
     scanner: DynamoDBEventScanner
     generations: DynamoDBTableGenerations
 
-    def coordinator(self) -> RebuildCoordinator:
+    def read_tip(self, stream_id: str) -> Tip | None:
+        recorder = self.orders.recorder
+        if not isinstance(recorder, TipRecorder):
+            raise ConfigurationError(f"{type(recorder).__name__} keeps no tips")
+        return recorder.select_tip(stream_id)
+
+    def coordinator(self, scan_segments: int = 4) -> RebuildCoordinator:
+        catch_up = CatchUp(
+            dirty=self.read_side.dirty,
+            read_tip=self.read_tip,
+            projectors=guarded_projectors(self.orders),
+            open_table=self.read_side.open_table,
+            scan_segments=scan_segments,
+        )
         return RebuildCoordinator(
             self.read_side.control,
             self.generations,
             self.read_side.base_tables,
+            catch_up=catch_up,
             pointer_ttl_seconds=self.read_side.directory.ttl_seconds,
         )
 

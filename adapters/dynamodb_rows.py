@@ -23,8 +23,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _attribute(value: Any) -> dict[str, Any]:
+    """Serialize the types read-model rows hold; anything else goes to boto3's serializer.
+
+    Rows are written in bulk by a rebuild, where boto3's generic serializer was a
+    tenth of the Python time.
+    """
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, list):
+        return {"L": [_attribute(item) for item in value]}
+    if isinstance(value, dict):
+        return {"M": {key: _attribute(item) for key, item in value.items() if item is not None}}
+    return dict(_serializer.serialize(value))
+
+
 def to_item(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: _serializer.serialize(value) for key, value in row.items() if value is not None}
+    return {key: _attribute(value) for key, value in row.items() if value is not None}
 
 
 def from_item(item: Mapping[str, Any]) -> dict[str, Any]:

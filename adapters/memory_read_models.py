@@ -12,7 +12,13 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from application.ports import Contribution, NewRow, RowKey, SegmentCheckpoint, StaleRowError
+from application.ports import (
+    Contribution,
+    RowKey,
+    SegmentCheckpoint,
+    SegmentClaimedError,
+    StaleRowError,
+)
 from projections.replay import add_contribution
 
 
@@ -53,15 +59,11 @@ class MemoryProjectionTable:
                 raise StaleRowError(f"row at version {actual}, expected {expected_version}")
             self._write(key, row, contributions)
 
-    def create_rows(self, rows: Sequence[NewRow]) -> list[int]:
-        existed = []
+    def put_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         with self._lock:
-            for index, new in enumerate(rows):
-                if self._key(new.key) in self.rows:
-                    existed.append(index)
-                else:
-                    self._write(new.key, new.row, new.contributions)
-        return existed
+            for row in rows:
+                self.rows[self._key(row)] = copy.deepcopy(dict(row))
+                self.writes += 1
 
     def _write(
         self, key: RowKey, row: Mapping[str, Any], contributions: Sequence[Contribution]
@@ -85,14 +87,51 @@ class MemoryRebuildCheckpoints:
 
     def __init__(self) -> None:
         self.saved: dict[tuple[str, int], SegmentCheckpoint] = {}
+        self.claims: dict[tuple[str, int], tuple[str, float]] = {}
         self._lock = threading.Lock()
 
     def load_checkpoint(self, rebuild_id: str, segment: int) -> SegmentCheckpoint | None:
         with self._lock:
             return self.saved.get((rebuild_id, segment))
 
-    def save_checkpoint(self, rebuild_id: str, checkpoint: SegmentCheckpoint) -> None:
+    def claim_segment(
+        self, rebuild_id: str, segment: int, owner: str, now: float, seconds: float
+    ) -> None:
         with self._lock:
-            current = self.saved.get((rebuild_id, checkpoint.segment))
-            if current is None or current.pages < checkpoint.pages:
-                self.saved[(rebuild_id, checkpoint.segment)] = checkpoint
+            holder, until = self.claims.get((rebuild_id, segment), (owner, 0.0))
+            if holder != owner and until >= now:
+                raise SegmentClaimedError(f"segment {segment} is claimed by {holder}")
+            self.claims[(rebuild_id, segment)] = (owner, now + seconds)
+
+    def save_checkpoint(
+        self, rebuild_id: str, checkpoint: SegmentCheckpoint, owner: str, now: float, seconds: float
+    ) -> None:
+        with self._lock:
+            holder, _ = self.claims.get((rebuild_id, checkpoint.segment), ("", 0.0))
+            if holder != owner:
+                raise SegmentClaimedError(f"segment {checkpoint.segment} is claimed by {holder}")
+            self.claims[(rebuild_id, checkpoint.segment)] = (owner, now + seconds)
+            self.saved[(rebuild_id, checkpoint.segment)] = checkpoint
+
+    def release_segment(self, rebuild_id: str, segment: int, owner: str) -> None:
+        with self._lock:
+            holder, _ = self.claims.get((rebuild_id, segment), ("", 0.0))
+            if holder == owner:
+                self.claims[(rebuild_id, segment)] = (owner, 0.0)
+
+
+class MemoryDirtyStreams:
+    """Implements the ``DirtyStreams`` port in a set."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, set[tuple[str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def mark(self, rebuild_id: str, stream_id: str, stream_type: str) -> None:
+        with self._lock:
+            self.streams.setdefault(rebuild_id, set()).add((stream_id, stream_type))
+
+    def marked(self, rebuild_id: str) -> Iterator[tuple[str, str]]:
+        with self._lock:
+            found = sorted(self.streams.get(rebuild_id, set()))
+        yield from found

@@ -1,11 +1,10 @@
-"""One read-model table on DynamoDB: guarded row writes and the rebuild's bulk creates.
+"""One read-model table on DynamoDB: guarded row writes and the rebuild's bulk load.
 
 A per-stream row is written with a condition on its ``version``; when the read
 model sums many streams, the row and the additions to the summing rows go in one
-``TransactWriteItems``, so a crash leaves either all of it or none. The rebuild
-creates rows in transactions of up to 100 writes, each ``Put`` conditional on the
-row not existing; a cancelled transaction names the rows that existed, and the
-rest is written again without them.
+``TransactWriteItems``, so a crash leaves either all of it or none. A rebuild
+loads a new table with ``BatchWriteItem``, which takes no condition: while it
+does, no other writer touches that table.
 """
 
 from __future__ import annotations
@@ -16,25 +15,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
 
 from adapters.dynamodb_rows import from_item, to_item, to_key
-from adapters.eventstore.items import item_size
 from application.errors import TransientStoreError
-from application.ports import Contribution, NewRow, RowKey, StaleRowError, TableMissingError
+from application.ports import Contribution, RowKey, StaleRowError, TableMissingError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 logger = Logger(service="orders", child=True)
 
-MAX_TRANSACTION_ACTIONS = 100
-# DynamoDB allows 4 MB per transaction; stay well clear of it.
-MAX_TRANSACTION_BYTES = 3 * 1024 * 1024
+MAX_BATCH_WRITE_ITEMS = 25
+MAX_UNPROCESSED_ATTEMPTS = 10
 RETRYABLE_CANCELLATIONS = frozenset(
     {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 )
-MAX_CANCELLED_ATTEMPTS = 8
 _BACKOFF_BASE_SECONDS = 0.02
 
 
@@ -83,13 +78,6 @@ def merge_contributions(contributions: Sequence[Contribution]) -> list[Contribut
             add[name] = add.get(name, 0) + amount
         merged[key] = Contribution(seen.key, add, {**contribution.set_once, **seen.set_once})
     return list(merged.values())
-
-
-def _contribution_sort_key(row: NewRow) -> tuple[str, ...]:
-    return tuple(
-        "|".join(f"{name}={value}" for name, value in sorted(c.key.items()))
-        for c in row.contributions
-    )
 
 
 class DynamoDBProjectionTable:
@@ -163,81 +151,29 @@ class DynamoDBProjectionTable:
 
     # Rebuild ------------------------------------------------------------------------
 
-    def create_rows(self, rows: Sequence[NewRow]) -> list[int]:
-        # Rows adding to the same summing row go next to each other, so that one
-        # transaction adds their merged amounts with a single update.
-        order = sorted(range(len(rows)), key=lambda index: _contribution_sort_key(rows[index]))
-        existed: list[int] = []
-        chunk: list[int] = []
-        chunk_keys: set[tuple[str, ...]] = set()
-        chunk_bytes = 0
-        for index in order:
-            new = rows[index]
-            keys = {_contribution_sort_key(NewRow(new.key, {}, (c,))) for c in new.contributions}
-            size = item_size(to_item(new.row))
-            actions = len(chunk) + 1 + len(chunk_keys | keys)
-            if chunk and (
-                actions > MAX_TRANSACTION_ACTIONS or chunk_bytes + size > MAX_TRANSACTION_BYTES
-            ):
-                existed.extend(self._create_chunk([rows[i] for i in chunk], chunk))
-                chunk, chunk_keys, chunk_bytes = [], set(), 0
-            chunk.append(index)
-            chunk_keys |= keys
-            chunk_bytes += size
-        if chunk:
-            existed.extend(self._create_chunk([rows[i] for i in chunk], chunk))
-        return sorted(existed)
-
-    def _create_chunk(self, rows: list[NewRow], indexes: list[int]) -> list[int]:
-        """Create the rows of one transaction; return the indexes of those that existed."""
-        pending = list(zip(indexes, rows, strict=True))
-        existed: list[int] = []
-        cancelled = 0
-        while pending:
-            puts = [
-                {
-                    "Put": {
-                        "TableName": self._name,
-                        "Item": to_item(new.row),
-                        "ConditionExpression": "attribute_not_exists(#key)",
-                        "ExpressionAttributeNames": {"#key": self.partition_attribute},
-                    }
-                }
-                for _, new in pending
-            ]
-            updates = [
-                _update_action(self._name, c)
-                for c in merge_contributions([c for _, new in pending for c in new.contributions])
-            ]
-            try:
-                self.client.transact_write_items(TransactItems=puts + updates)  # type: ignore[arg-type]
-                return existed
-            except self.client.exceptions.TransactionCanceledException as error:
-                reasons = error.response.get("CancellationReasons", [])
-                codes = [reason.get("Code", "None") for reason in reasons]
-                failed = {
-                    position
-                    for position, code in enumerate(codes[: len(pending)])
-                    if code == "ConditionalCheckFailed"
-                }
-                if failed:
-                    existed.extend(pending[position][0] for position in sorted(failed))
-                    pending = [
-                        entry for position, entry in enumerate(pending) if position not in failed
-                    ]
-                    continue
-                if not set(codes) - {"None"} <= RETRYABLE_CANCELLATIONS:
-                    raise
-                cancelled += 1
-                if cancelled >= MAX_CANCELLED_ATTEMPTS:
-                    raise TransientStoreError(
-                        f"{self._name}: a rebuild transaction was cancelled {cancelled} "
-                        f"times ({codes})"
-                    ) from None
-                time.sleep(random.uniform(0, _BACKOFF_BASE_SECONDS * 2**cancelled))
-            except self.client.exceptions.ResourceNotFoundException:
-                raise TableMissingError(self._name) from None
-        return existed
+    def put_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for start in range(0, len(rows), MAX_BATCH_WRITE_ITEMS):
+            request: dict[str, Any] = {
+                self._name: [
+                    {"PutRequest": {"Item": to_item(row)}}
+                    for row in rows[start : start + MAX_BATCH_WRITE_ITEMS]
+                ]
+            }
+            for attempt in range(MAX_UNPROCESSED_ATTEMPTS):
+                try:
+                    response = self.client.batch_write_item(RequestItems=request)
+                except self.client.exceptions.ResourceNotFoundException:
+                    raise TableMissingError(self._name) from None
+                request = dict(response.get("UnprocessedItems") or {})
+                if not request:
+                    break
+                # Throttled: DynamoDB returns what it did not write; back off and resend it.
+                time.sleep(random.uniform(0, _BACKOFF_BASE_SECONDS * 2**attempt))
+            else:
+                raise TransientStoreError(
+                    f"{self._name}: rows were still unprocessed after "
+                    f"{MAX_UNPROCESSED_ATTEMPTS} BatchWriteItem attempts"
+                )
 
     # Verification -------------------------------------------------------------------
 
@@ -259,7 +195,3 @@ class DynamoDBProjectionTable:
             if not last_key:
                 return
             request["ExclusiveStartKey"] = last_key
-
-
-def is_missing_table(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ResourceNotFoundException"

@@ -105,15 +105,6 @@ class Contribution:
     set_once: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class NewRow:
-    """A per-stream row that a rebuild creates, with what it adds to summing rows."""
-
-    key: RowKey
-    row: Mapping[str, Any]
-    contributions: Sequence[Contribution] = ()
-
-
 class ProjectionTable(Protocol):
     """One table (one generation) of a read model.
 
@@ -144,12 +135,10 @@ class ProjectionTable(Protocol):
         """
         ...
 
-    def create_rows(self, rows: Sequence[NewRow]) -> list[int]:
-        """Create each row that does not exist yet, together with its contributions.
+    def put_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write whole rows without any condition, replacing what is stored (a bulk load).
 
-        Each row and its contributions are written all or nothing. Return the
-        indexes (into ``rows``) of the rows that already existed; those were not
-        written and their contributions were not added.
+        Only a rebuild's bulk load calls it, while no other writer touches the table.
         """
         ...
 
@@ -220,17 +209,44 @@ class SegmentCheckpoint:
     pages: int = 0
     scanned: int = 0
     events: int = 0
-    created: int = 0
-    caught_up: int = 0
+    rows: int = 0
     done: bool = False
 
 
+class SegmentClaimedError(RuntimeError):
+    """Another worker holds the segment (a duplicate message, or a second process)."""
+
+
 class RebuildCheckpoints(Protocol):
+    """Per-segment progress, and a claim so that one worker at a time writes a segment.
+
+    A claim lasts ``seconds`` unless renewed; the worker renews it after every page, so
+    the claim of a killed worker runs out soon and another worker can take over.
+    """
+
     def load_checkpoint(self, rebuild_id: str, segment: int) -> SegmentCheckpoint | None: ...
 
-    def save_checkpoint(self, rebuild_id: str, checkpoint: SegmentCheckpoint) -> None:
-        """Record progress; a checkpoint never moves back to fewer pages."""
+    def claim_segment(
+        self, rebuild_id: str, segment: int, owner: str, now: float, seconds: float
+    ) -> None:
+        """Claim or renew the segment for ``owner``; raise :class:`SegmentClaimedError`
+        if another owner's claim has not run out."""
         ...
+
+    def save_checkpoint(
+        self, rebuild_id: str, checkpoint: SegmentCheckpoint, owner: str, now: float, seconds: float
+    ) -> None:
+        """Record progress and renew the claim; raise :class:`SegmentClaimedError` if
+        ``owner`` lost the claim (nothing is recorded then)."""
+        ...
+
+    def release_segment(self, rebuild_id: str, segment: int, owner: str) -> None:
+        """End ``owner``'s claim early (a graceful stop); a no-op if it is not the owner."""
+        ...
+
+
+BULK_PHASE = "bulk"
+GUARDED_PHASE = "guarded"
 
 
 @dataclass(frozen=True)
@@ -250,12 +266,22 @@ class ProjectionPointer:
     previous_table: str | None = None
     switched_at: float | None = None
     last_generation: int = 0
+    building_phase: str | None = None
+    """``bulk`` while the rebuild loads the new table, ``guarded`` after it."""
+
+    @property
+    def marking_for(self) -> str | None:
+        """The rebuild that needs the ids of changed streams: one in its bulk load."""
+        bulk = self.building_table is not None and self.building_phase == BULK_PHASE
+        return self.rebuild_id if bulk else None
 
     def write_targets(self, now: float, grace_seconds: float) -> list[str]:
-        """Tables the projector keeps current: live, the one being built, and for a short
-        while after a switch the previous one, which stale readers may still query."""
+        """Tables the projector keeps current under the version guard: live, the one being
+        built once its bulk load is over, and for a short while after a switch the
+        previous one, which stale readers may still query."""
         targets = [self.live_table]
-        if self.building_table and self.building_table not in targets:
+        guarded = self.building_phase == GUARDED_PHASE
+        if self.building_table and guarded and self.building_table not in targets:
             targets.append(self.building_table)
         recently_switched = self.switched_at is not None and now < self.switched_at + grace_seconds
         if self.previous_table and recently_switched and self.previous_table not in targets:
@@ -274,7 +300,10 @@ class RebuildRun:
     scan_not_before: float
     """Epoch seconds; before it some projector may not yet know the new tables."""
     status: str = "scanning"
+    """scanning, catching_up, indexing, switched or abandoned."""
     created_at: str = ""
+    guarded_since: float | None = None
+    """Epoch seconds when the pointers left the bulk phase."""
 
 
 class RebuildConflictError(RuntimeError):
@@ -295,6 +324,22 @@ class ProjectionControl(RebuildCheckpoints, Protocol):
 
     def checkpoints(self, rebuild_id: str) -> list[SegmentCheckpoint]: ...
 
+    def acquire_summing_lease(self, run: RebuildRun, now: float, seconds: float) -> bool:
+        """Claim the writing of the run's summing rows for ``seconds``; False if another
+        finisher holds an unexpired claim."""
+        ...
+
+    def enter_guarded_phase(self, run: RebuildRun, now: float) -> bool:
+        """End the bulk load: projectors write the new tables under the guard from now on.
+
+        Moves the run from scanning to catching_up; return False if it was not scanning.
+        """
+        ...
+
+    def set_status(self, run: RebuildRun, expected: str, status: str) -> bool:
+        """Move the run from ``expected`` to ``status``; return False if it was elsewhere."""
+        ...
+
     def switch(self, run: RebuildRun, now: float) -> list[str] | None:
         """Make every table of the run live at once; return the tables that dropped out of
         the pointers (the old previous generations), or None if the run was not building
@@ -306,9 +351,25 @@ class ProjectionControl(RebuildCheckpoints, Protocol):
         ...
 
 
+class DirtyStreams(Protocol):
+    """Streams that changed while a rebuild loaded its tables in bulk."""
+
+    def mark(self, rebuild_id: str, stream_id: str, stream_type: str) -> None: ...
+
+    def marked(self, rebuild_id: str) -> Iterator[tuple[str, str]]:
+        """Yield (stream id, stream type) of every marked stream, each at least once."""
+        ...
+
+
 class TableGenerations(Protocol):
     def create_generation(self, base_table: str, generation: int) -> str:
-        """Create an empty table shaped like ``base_table``; return its name."""
+        """Create an empty table with the keys of ``base_table`` but none of its secondary
+        indexes; return its name."""
+        ...
+
+    def add_indexes(self, base_table: str, table_name: str) -> bool:
+        """Start creating the next index that ``base_table`` has and ``table_name`` lacks;
+        return True once the table has every index and all of them are active."""
         ...
 
     def delete_table(self, table_name: str) -> None: ...

@@ -5,9 +5,8 @@ template). Each record is processed on its own and failures are reported per
 record, so one bad record is retried, bisected and finally sent to the DLQ
 without stalling the shard.
 
-Each read model's pointer names the tables to keep current: the live one and,
-while a rebuild runs, the one being built (and briefly after a switch, the
-previous one). A commit is applied to each under its own version guard.
+Each read model's pointer names the tables to keep current (see
+:mod:`projections.live`); a commit is applied to each under its own version guard.
 """
 
 from __future__ import annotations
@@ -26,9 +25,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from adapters.composition import build_order_services
 from adapters.eventstore.items import KIND_TIP, tip_from_item
-from application.ports import TableMissingError, Tip
-from projections.catalog import PROJECTIONS, projections_for
-from projections.projector import GuardedProjector, ProjectionOutcome
+from application.ports import Tip
+from projections.projector import ProjectionOutcome
 
 logger = Logger(service="orders")
 services = build_order_services()
@@ -36,36 +34,12 @@ read_side = services.read_side
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 
-def _read_events(stream_id: str, after: int, up_to: int) -> Any:
-    return services.orders.recorder.select_events(stream_id, gt=after, lte=up_to)
-
-
-projectors = {
-    name: GuardedProjector(projection, services.orders.mapper.to_domain_event, _read_events)
-    for name, projection in PROJECTIONS.items()
-}
+live_projector = read_side.live_projector(services.orders)
 
 
 def project_tip(tip: Tip) -> list[ProjectionOutcome]:
     """Apply one tip to every table of every read model that folds its stream type."""
-    outcomes = []
-    for projection in projections_for(tip.stream_type):
-        directory = read_side.directory
-        for table_name in directory.write_targets(projection.name):
-            table = read_side.open_table(projection, table_name)
-            try:
-                outcomes.append(projectors[projection.name].project(table, tip))
-            except TableMissingError:
-                # A rebuild was abandoned or an old generation dropped since the
-                # pointer was cached: skip the table only if it is no longer a target.
-                directory.invalidate(projection.name)
-                if table_name in directory.write_targets(projection.name):
-                    raise
-                logger.info(
-                    "table is no longer a target, skipped",
-                    extra={"projection": projection.name, "table": table_name},
-                )
-    return outcomes
+    return live_projector.project_tip(tip)
 
 
 def record_handler(record: DynamoDBRecord) -> None:

@@ -5,12 +5,15 @@ read models' ``building`` at them and sends ``{"rebuild_id": ..., "segment": n}`
 for every segment. This function replays its segment from the segment's
 checkpoint. When the invocation is about to run out of time it checkpoints, sends
 the same message again and returns, so a segment of any size finishes over
-several invocations. The segment that finds every segment done switches the read
-models to the new tables; a second attempt to switch does nothing.
+several invocations. The segment that finds every segment done takes the run on
+towards the switch (``RebuildCoordinator.finish``); while the run waits for
+projectors or for its indexes, a delayed ``{"rebuild_id": ..., "segment": null}``
+message comes back to take the next step. A second attempt at a step does nothing.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Annotated, Any
 
@@ -29,7 +32,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from adapters.composition import REBUILD_QUEUE_URL, build_rebuild_services, require_env
 from adapters.eventstore.dynamodb import default_client_config
 from adapters.settings import number_setting
-from projections.rebuild import DEFAULT_FLUSH_EVENTS, MAX_SEGMENTS
+from projections.rebuild import (
+    ABANDONED,
+    DEFAULT_FLUSH_EVENTS,
+    MAX_SEGMENTS,
+    SWITCHED,
+    FinishState,
+    finish_message_body,
+)
 
 logger = Logger(service="orders")
 services = build_rebuild_services()
@@ -48,6 +58,9 @@ page_items = int(number_setting(os.environ, "REBUILD_SCAN_PAGE_ITEMS", 0, minimu
 # Time left when a segment stops to checkpoint and hand over to a new invocation:
 # one flush (a few pages and their writes) has to fit in it.
 HANDOVER_MILLISECONDS = 120_000
+# How long a finished rebuild waits between checks of its new tables' indexes.
+INDEX_CHECK_DELAY_SECONDS = 30
+MAX_SQS_DELAY_SECONDS = 900
 _invocation: dict[str, LambdaContext] = {}
 
 
@@ -55,7 +68,8 @@ class SegmentMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rebuild_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{12}$")]
-    segment: Annotated[int, Field(strict=True, ge=0, lt=MAX_SEGMENTS)]
+    segment: Annotated[int | None, Field(strict=True, ge=0, lt=MAX_SEGMENTS)]
+    """None: no segment to scan, only check whether the run can switch."""
 
 
 def _time_is_short() -> bool:
@@ -67,33 +81,41 @@ def record_handler(record: SQSRecord) -> None:
     message = SegmentMessage.model_validate_json(record.body)
     extra: dict[str, Any] = {"rebuild_id": message.rebuild_id, "segment": message.segment}
     run = services.read_side.control.load_run(message.rebuild_id)
-    if run is None or run.status != "scanning":
-        logger.info("rebuild is not scanning; message dropped", extra=extra)
+    if run is None or run.status in (SWITCHED, ABANDONED):
+        logger.info("rebuild is over; message dropped", extra=extra)
         return
-    if message.segment >= run.total_segments:
-        raise ValueError(f"segment {message.segment} of a {run.total_segments}-segment rebuild")
-    coordinator.wait_until_scan_may_start(run)
-    rebuilder = services.segment_rebuilder(
-        run, flush_events=flush_events, page_limit=page_items or None
-    )
-    checkpoint = rebuilder.run(message.segment, should_stop=_time_is_short)
-    extra.update(
-        pages=checkpoint.pages,
-        events=checkpoint.events,
-        created=checkpoint.created,
-        caught_up=checkpoint.caught_up,
-        done=checkpoint.done,
-    )
-    if not checkpoint.done:
-        sqs.send_message(QueueUrl=queue_url, MessageBody=record.body)
-        logger.info("segment handed over to a new invocation", extra=extra)
-        return
-    logger.info("segment done", extra=extra)
-    if coordinator.finish(run):
-        logger.info(
-            "read models switched to the rebuilt tables",
-            extra={**extra, "tables": dict(run.tables)},
+    if message.segment is not None:
+        if message.segment >= run.total_segments:
+            raise ValueError(f"segment {message.segment} of a {run.total_segments}-segment rebuild")
+        coordinator.wait_until_scan_may_start(run)
+        rebuilder = services.segment_rebuilder(
+            run, flush_events=flush_events, page_limit=page_items or None
         )
+        checkpoint = rebuilder.run(message.segment, should_stop=_time_is_short)
+        extra.update(
+            pages=checkpoint.pages,
+            events=checkpoint.events,
+            rows=checkpoint.rows,
+            done=checkpoint.done,
+        )
+        if not checkpoint.done:
+            sqs.send_message(QueueUrl=queue_url, MessageBody=record.body)
+            logger.info("segment handed over to a new invocation", extra=extra)
+            return
+        logger.info("segment done", extra=extra)
+    state = coordinator.finish(run)
+    if state in (FinishState.WAITING, FinishState.INDEXING):
+        delay = (
+            INDEX_CHECK_DELAY_SECONDS
+            if state == FinishState.INDEXING
+            else math.ceil(coordinator.propagation_seconds)
+        )
+        sqs.send_message(
+            QueueUrl=queue_url,
+            MessageBody=finish_message_body(run.rebuild_id),
+            DelaySeconds=min(delay, MAX_SQS_DELAY_SECONDS),
+        )
+    logger.info(f"rebuild {state}", extra={**extra, "tables": dict(run.tables)})
 
 
 @logger.inject_lambda_context

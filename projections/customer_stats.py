@@ -95,6 +95,7 @@ class CustomerStatsProjection:
     name: str = NAME
     stream_types: frozenset[str] = frozenset({ORDER_STREAM_TYPE})
     key_attributes: tuple[str, ...] = ("pk",)
+    has_summing_rows = True
 
     def row_key(self, stream_id: str) -> RowKey:
         return order_key(stream_id)

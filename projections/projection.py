@@ -40,6 +40,11 @@ class Projection(Protocol):
         """The table's key attributes, partition key first."""
         ...
 
+    @property
+    def has_summing_rows(self) -> bool:
+        """Whether ``contributions`` ever returns anything."""
+        ...
+
     def row_key(self, stream_id: str) -> RowKey: ...
 
     def fold(self, row: Row | None, events: Iterable[Any]) -> Row:
@@ -54,6 +59,8 @@ class Projection(Protocol):
 @dataclass(frozen=True)
 class PerStreamOnly:
     """Mixin for read models without summing rows."""
+
+    has_summing_rows = False
 
     def contributions(self, before: Row | None, after: Row) -> Sequence[Contribution]:
         return ()

@@ -4,19 +4,25 @@ One rebuild run:
 
 1. ``RebuildCoordinator.start`` creates a new table (generation) per read model and,
    in one transaction, records the run and points each read model's ``building`` at
-   its new table. From then on the live projector writes every commit to the live
-   table and to the new one, both under the version guard.
+   its new table, in the ``bulk`` phase. In that phase the live projector keeps
+   writing the live tables and only marks which streams changed
+   (:class:`~application.ports.DirtyStreams`); nothing else writes the new tables.
 2. Nobody scans before ``scan_not_before``: by then every projector has re-read the
-   pointer, so a commit the scan misses still reaches the new table.
+   pointer, so a commit the scan misses is marked.
 3. Each segment of a parallel Scan runs ``SegmentRebuilder.run`` (a thread locally,
    one SQS message per segment in AWS). It buffers a few pages of events, restores
-   each stream's order by position, folds each stream into its row and creates the
-   rows in transactions of up to 100 writes, each write conditional on the row not
-   existing. A row that exists was written by the live projector or by an earlier
-   attempt of this segment; its stream is then brought up to date under the guard.
-   After each flush the segment saves a checkpoint (scan key and counts), so a
-   killed segment resumes after its last flush, and repeating a flush is harmless.
-4. When every segment is done, ``finish`` switches all pointers in one transaction.
+   each stream's order by position (reading the start of a stream from the store
+   when the buffer lacks it), folds each stream into its row and writes the rows
+   with ``BatchWriteItem``, replacing whatever an earlier attempt wrote. After each
+   flush the segment saves a checkpoint (scan key and counts), so a killed segment
+   resumes after its last flush, and repeating a flush is harmless.
+4. ``finish`` then takes the run to the switch, one step per call, each step safe to
+   repeat: it sums the summing rows (customer stats) from the loaded per-stream
+   rows; moves the pointers to the ``guarded`` phase, in which projectors write the
+   new tables under the version guard as they do the live ones; waits out the
+   pointer cache; brings every marked stream up to date under the guard; adds the
+   secondary indexes (left out during the bulk load, which is cheaper); and once
+   they are active switches all pointers in one transaction.
 """
 
 from __future__ import annotations
@@ -25,25 +31,29 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from eventsourcing.persistence import StoredEvent
 
 from application.ports import (
+    DirtyStreams,
     EventScanner,
-    NewRow,
     ProjectionControl,
     ProjectionTable,
     RebuildConflictError,
     RebuildRun,
     SegmentCheckpoint,
     TableGenerations,
+    Tip,
 )
-from projections.projection import Projection, stream_type_of
+from projections.projection import VERSION, Projection, Row, stream_type_of
 from projections.projector import DecodeEvent, GuardedProjector, MissingEventsError, ReadEvents
+from projections.replay import add_contribution, key_of
 
 logger = Logger(service="orders", child=True)
 
@@ -53,6 +63,29 @@ DEFAULT_FLUSH_EVENTS = 20_000
 MAX_SEGMENTS = 1000
 # Extra wait on top of the pointer cache lifetime before the scan starts.
 PROPAGATION_MARGIN_SECONDS = 1.0
+FINISH_POLL_SECONDS = 0.5
+# A segment's claim runs out this long after its worker last renewed it (every page),
+# so a killed worker holds up a resumed rebuild for at most this long.
+SEGMENT_CLAIM_SECONDS = 60.0
+# One finisher at a time writes the summing rows; a finisher that died frees them after
+# this long, which is more than the 15 minutes a Lambda function can run.
+SUMMING_LEASE_SECONDS = 20 * 60
+
+
+class FinishState(StrEnum):
+    SEGMENTS_RUNNING = "segments running"
+    WAITING = "waiting for projectors to see the guarded phase"
+    INDEXING = "building indexes"
+    SWITCHED = "switched"
+    NOT_BUILDING = "no longer building"
+
+
+# Run statuses, in order.
+SCANNING = "scanning"
+CATCHING_UP = "catching_up"
+INDEXING = "indexing"
+SWITCHED = "switched"
+ABANDONED = "abandoned"
 
 
 @dataclass(frozen=True)
@@ -94,6 +127,8 @@ class SegmentRebuilder:
         checkpoints: Any,
         flush_events: int = DEFAULT_FLUSH_EVENTS,
         page_limit: int | None = None,
+        claim_seconds: float = SEGMENT_CLAIM_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``checkpoints`` implements the ``RebuildCheckpoints`` port."""
         self.rebuild_id = rebuild_id
@@ -105,13 +140,11 @@ class SegmentRebuilder:
         self.checkpoints = checkpoints
         self.flush_events = flush_events
         self.page_limit = page_limit
+        self.claim_seconds = claim_seconds
+        self.clock = clock
         self.stream_types = sorted(
             {t for target in targets for t in target.projection.stream_types}
         )
-        self.projectors = {
-            target.projection.name: GuardedProjector(target.projection, decode, read_events)
-            for target in targets
-        }
 
     def run(
         self,
@@ -122,9 +155,23 @@ class SegmentRebuilder:
     ) -> SegmentCheckpoint:
         """Rebuild one segment from its checkpoint; return the checkpoint it stopped at.
 
-        ``should_stop`` is asked after every page; when it says yes the segment
-        flushes what it buffered, checkpoints and returns before it is done.
+        ``should_stop`` is called after every page; when it returns True the segment
+        flushes what it buffered, checkpoints and returns before it is done. Raises
+        :class:`~application.ports.SegmentClaimedError` if another worker has the
+        segment.
         """
+        owner = uuid.uuid4().hex
+        self.checkpoints.claim_segment(
+            self.rebuild_id, segment, owner, self.clock(), self.claim_seconds
+        )
+        try:
+            return self._run_claimed(segment, owner, should_stop, on_page)
+        finally:
+            self.checkpoints.release_segment(self.rebuild_id, segment, owner)
+
+    def _run_claimed(
+        self, segment: int, owner: str, should_stop: Callable[[], bool], on_page: Progress
+    ) -> SegmentCheckpoint:
         checkpoint = self.checkpoints.load_checkpoint(self.rebuild_id, segment)
         checkpoint = checkpoint or SegmentCheckpoint(segment=segment)
         if checkpoint.done:
@@ -146,26 +193,30 @@ class SegmentRebuilder:
             finished = key is None
             stopping = should_stop()
             if not (finished or stopping or buffered >= self.flush_events):
+                self.checkpoints.claim_segment(
+                    self.rebuild_id, segment, owner, self.clock(), self.claim_seconds
+                )
                 continue
-            created, caught_up = self._flush(buffer)
+            written = self._flush(buffer)
             checkpoint = replace(
                 checkpoint,
                 start_key=key,
                 pages=checkpoint.pages + pages,
                 scanned=checkpoint.scanned + scanned,
                 events=checkpoint.events + buffered,
-                created=checkpoint.created + created,
-                caught_up=checkpoint.caught_up + caught_up,
+                rows=checkpoint.rows + written,
                 done=finished,
             )
-            self.checkpoints.save_checkpoint(self.rebuild_id, checkpoint)
+            self.checkpoints.save_checkpoint(
+                self.rebuild_id, checkpoint, owner, self.clock(), self.claim_seconds
+            )
             buffer.clear()
             buffered = pages = scanned = 0
             if finished or stopping:
                 return checkpoint
 
-    def _flush(self, buffer: Mapping[str, list[StoredEvent]]) -> tuple[int, int]:
-        """Write the rows of every buffered stream; return (rows created, rows caught up)."""
+    def _flush(self, buffer: Mapping[str, list[StoredEvent]]) -> int:
+        """Write the row of every buffered stream to every target; return the rows written."""
         streams = {
             stream_id: self._whole_stream(stream_id, events) for stream_id, events in buffer.items()
         }
@@ -173,37 +224,17 @@ class SegmentRebuilder:
             stream_id: [self.decode(event) for event in events]
             for stream_id, events in streams.items()
         }
-        created = caught_up = 0
+        written = 0
         for target in self.targets:
             projection = target.projection
-            stream_ids = [
-                stream_id
+            rows = [
+                projection.fold(None, decoded[stream_id])
                 for stream_id, events in streams.items()
                 if stream_type_of(events[0].topic) in projection.stream_types
             ]
-            new_rows = []
-            for stream_id in stream_ids:
-                row = projection.fold(None, decoded[stream_id])
-                new_rows.append(
-                    NewRow(
-                        key=projection.row_key(stream_id),
-                        row=row,
-                        contributions=projection.contributions(None, row),
-                    )
-                )
-            existed = target.table.create_rows(new_rows)
-            created += len(new_rows) - len(existed)
-            projector = self.projectors[projection.name]
-            for index in existed:
-                stream_id = stream_ids[index]
-                events = streams[stream_id]
-                known = {
-                    event.originator_version: domain
-                    for event, domain in zip(events, decoded[stream_id], strict=True)
-                }
-                outcome = projector.advance(target.table, stream_id, events, known)
-                caught_up += 1 if outcome.applied else 0
-        return created, caught_up
+            target.table.put_rows(rows)
+            written += len(rows)
+        return written
 
     def _whole_stream(self, stream_id: str, events: list[StoredEvent]) -> list[StoredEvent]:
         """Return the stream's events 1..n in order, reading from the store what the
@@ -223,8 +254,13 @@ class SegmentRebuilder:
 
 
 def segment_message_body(rebuild_id: str, segment: int) -> str:
-    """The SQS message that asks the rebuild function to work on one segment."""
+    """Build the SQS message that makes the rebuild function work on one segment."""
     return json.dumps({"rebuild_id": rebuild_id, "segment": segment})
+
+
+def finish_message_body(rebuild_id: str) -> str:
+    """Build the SQS message that makes the rebuild function check the indexes again."""
+    return json.dumps({"rebuild_id": rebuild_id, "segment": None})
 
 
 # Coordination ----------------------------------------------------------------------
@@ -232,6 +268,68 @@ def segment_message_body(rebuild_id: str, segment: int) -> str:
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """What ``finish`` needs to sum the summing rows and catch up marked streams."""
+
+    dirty: DirtyStreams
+    read_tip: Callable[[str], Tip | None]
+    projectors: Mapping[str, GuardedProjector]
+    open_table: Callable[[Projection, str], ProjectionTable]
+    scan_segments: int = 4
+
+    def targets(self, run: RebuildRun) -> list[RebuildTarget]:
+        return [
+            RebuildTarget(
+                projector.projection, self.open_table(projector.projection, run.tables[name])
+            )
+            for name, projector in self.projectors.items()
+            if name in run.tables
+        ]
+
+    def sum_rows(self, run: RebuildRun) -> int:
+        """Write every summing row as the sum of the loaded per-stream rows; return how many."""
+        written = 0
+        for target in self.targets(run):
+            if not target.projection.has_summing_rows:
+                continue
+            sums = self._sums(target)
+            target.table.put_rows(list(sums.values()))
+            written += len(sums)
+        return written
+
+    def _sums(self, target: RebuildTarget) -> dict[tuple[str, ...], Row]:
+        projection, table, segments = target.projection, target.table, self.scan_segments
+
+        def scan(segment: int) -> list[Row]:
+            return list(table.scan_rows(segment, segments))
+
+        sums: dict[tuple[str, ...], Row] = {}
+        with ThreadPoolExecutor(max_workers=segments) as pool:
+            for rows in pool.map(scan, range(segments)):
+                for row in rows:
+                    if VERSION not in row:
+                        continue  # a summing row of an earlier attempt: recomputed here
+                    for contribution in projection.contributions(None, row):
+                        key = key_of(contribution.key, projection)
+                        sums[key] = add_contribution(sums.get(key), contribution)
+        return sums
+
+    def apply_marked(self, run: RebuildRun) -> int:
+        """Bring every stream marked during the bulk load up to its tip; return how many."""
+        targets = self.targets(run)
+        count = 0
+        for stream_id, stream_type in self.dirty.marked(run.rebuild_id):
+            tip = self.read_tip(stream_id)
+            if tip is None:
+                continue
+            for target in targets:
+                if stream_type in target.projection.stream_types:
+                    self.projectors[target.projection.name].project(target.table, tip)
+            count += 1
+        return count
 
 
 class RebuildCoordinator:
@@ -243,14 +341,21 @@ class RebuildCoordinator:
         generations: TableGenerations,
         base_tables: Mapping[str, str],
         *,
+        catch_up: CatchUp,
         pointer_ttl_seconds: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.control = control
         self.generations = generations
         self.base_tables = dict(base_tables)
+        self.catch_up = catch_up
         self.pointer_ttl_seconds = pointer_ttl_seconds
         self.clock = clock
+
+    @property
+    def propagation_seconds(self) -> float:
+        """How long until every projector has re-read a changed pointer."""
+        return self.pointer_ttl_seconds + PROPAGATION_MARGIN_SECONDS
 
     def start(
         self, projections: Sequence[Projection], total_segments: int, *, restart: bool = False
@@ -297,9 +402,7 @@ class RebuildCoordinator:
                 total_segments=total_segments,
                 tables=tables,
                 generations=generations,
-                scan_not_before=self.clock()
-                + self.pointer_ttl_seconds
-                + PROPAGATION_MARGIN_SECONDS,
+                scan_not_before=self.clock() + self.propagation_seconds,
                 created_at=now_iso(),
             )
             self.control.begin(run)
@@ -329,23 +432,91 @@ class RebuildCoordinator:
             saved.get(segment, SegmentCheckpoint(segment)) for segment in range(run.total_segments)
         ]
 
-    def finish(self, run: RebuildRun) -> bool:
-        """Switch to the run's tables if every segment is done; return whether it switched
-        now. Safe to call from every segment worker: only the first call switches."""
-        if not all(checkpoint.done for checkpoint in self.progress(run)):
-            return False
-        dropped = self.control.switch(run, self.clock())
-        if dropped is None:
-            return False
-        protected = set(self.base_tables.values()) | set(run.tables.values())
-        for table in dropped:
-            if table not in protected:
-                self.generations.delete_table(table)
-        logger.info(
-            "rebuild switched",
-            extra={"rebuild_id": run.rebuild_id, "tables": dict(run.tables), "dropped": dropped},
-        )
-        return True
+    def finish(self, run: RebuildRun) -> FinishState:
+        """Take the run one step towards the switch (see the module's steps 4 and 5).
+
+        Safe to call from every segment worker, concurrently and as often as needed:
+        each step is repeatable, and the transitions between them are conditional.
+        """
+        current = self.control.load_run(run.rebuild_id) or run
+        if current.status == SCANNING:
+            if not all(checkpoint.done for checkpoint in self.progress(current)):
+                return FinishState.SEGMENTS_RUNNING
+            if not self.control.acquire_summing_lease(current, self.clock(), SUMMING_LEASE_SECONDS):
+                return FinishState.WAITING
+            # The bulk load is over: the indexes build while the sums are written.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                indexing = pool.submit(self._add_indexes, current)
+                sums = self.catch_up.sum_rows(current)
+                indexing.result()
+            self.control.enter_guarded_phase(current, self.clock())
+            logger.info(
+                "summing rows written; projectors now write the new tables",
+                extra={"rebuild_id": run.rebuild_id, "summing_rows": sums},
+            )
+            return FinishState.WAITING
+        if current.status == CATCHING_UP:
+            guarded_since = current.guarded_since or 0.0
+            if self.clock() < guarded_since + self.propagation_seconds:
+                return FinishState.WAITING
+            caught_up = self.catch_up.apply_marked(current)
+            self.control.set_status(current, CATCHING_UP, INDEXING)
+            logger.info(
+                "streams marked during the bulk load caught up",
+                extra={"rebuild_id": run.rebuild_id, "streams": caught_up},
+            )
+            current = replace(current, status=INDEXING)
+        if current.status == INDEXING:
+            if not self._add_indexes(current):
+                return FinishState.INDEXING
+            dropped = self.control.switch(current, self.clock())
+            if dropped is None:
+                return self._settled(current)
+            protected = set(self.base_tables.values()) | set(current.tables.values())
+            for table in dropped:
+                if table not in protected:
+                    self.generations.delete_table(table)
+            logger.info(
+                "rebuild switched",
+                extra={
+                    "rebuild_id": run.rebuild_id,
+                    "tables": dict(current.tables),
+                    "dropped": dropped,
+                },
+            )
+            return FinishState.SWITCHED
+        return self._settled(current)
+
+    def _add_indexes(self, run: RebuildRun) -> bool:
+        """Start the next indexes of every new table at once; return whether all are active."""
+        tables = sorted(run.tables.items())
+        with ThreadPoolExecutor(max_workers=len(tables)) as pool:
+            ready = list(
+                pool.map(
+                    lambda entry: self.generations.add_indexes(
+                        self.base_tables[entry[0]], entry[1]
+                    ),
+                    tables,
+                )
+            )
+        return all(ready)
+
+    def _settled(self, run: RebuildRun) -> FinishState:
+        latest = self.control.load_run(run.rebuild_id) or run
+        return FinishState.SWITCHED if latest.status == SWITCHED else FinishState.NOT_BUILDING
+
+    def finish_waiting(
+        self,
+        run: RebuildRun,
+        sleep: Callable[[float], None] = time.sleep,
+        poll_seconds: float = FINISH_POLL_SECONDS,
+    ) -> FinishState:
+        """Call :meth:`finish` until the run switches or cannot; return the final state."""
+        while True:
+            state = self.finish(run)
+            if state not in (FinishState.WAITING, FinishState.INDEXING):
+                return state
+            sleep(poll_seconds)
 
     def abandon(self, run: RebuildRun) -> None:
         self.control.abandon(run)

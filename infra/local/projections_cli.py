@@ -30,6 +30,8 @@ from typing import Any
 from infra.local import dev_state
 
 DEFAULT_SEGMENTS = 4
+CLAIM_RETRY_SECONDS = 2.0
+CLAIM_WAIT_MARGIN_SECONDS = 10.0
 MAX_SHOWN_DIFFERENCES = 20
 TABLE_VARIABLES = {
     "EVENTS_TABLE": "EventsTable",
@@ -257,7 +259,13 @@ def rebuild_here(services: Any, coordinator: Any, run: Any, arguments: argparse.
         TimeRemainingColumn,
     )
 
-    from projections.rebuild import DEFAULT_FLUSH_EVENTS, PageProgress
+    from application.ports import SegmentClaimedError
+    from projections.rebuild import (
+        DEFAULT_FLUSH_EVENTS,
+        SEGMENT_CLAIM_SECONDS,
+        FinishState,
+        PageProgress,
+    )
 
     delay = run.scan_not_before - time.time()
     if delay > 0:
@@ -277,6 +285,7 @@ def rebuild_here(services: Any, coordinator: Any, run: Any, arguments: argparse.
     lock = threading.Lock()
     counts = {"scanned": already, "events": sum(c.events for c in before), "new_events": 0}
     errors: list[BaseException] = []
+    waiting: set[int] = set()
     started = time.monotonic()
 
     progress = Progress(
@@ -312,11 +321,28 @@ def rebuild_here(services: Any, coordinator: Any, run: Any, arguments: argparse.
             )
 
     def work(segment: int) -> None:
-        try:
-            rebuilder.run(segment, should_stop=stop.is_set, on_page=on_page)
-        except BaseException as error:  # reported after every thread has stopped
-            errors.append(error)
-            stop.set()
+        # A killed earlier run keeps its claims until they run out: wait for them.
+        deadline = time.monotonic() + SEGMENT_CLAIM_SECONDS + CLAIM_WAIT_MARGIN_SECONDS
+        while not stop.is_set():
+            try:
+                rebuilder.run(segment, should_stop=stop.is_set, on_page=on_page)
+                return
+            except SegmentClaimedError as error:
+                if time.monotonic() > deadline:
+                    errors.append(error)
+                    stop.set()
+                    return
+                if segment not in waiting:
+                    waiting.add(segment)
+                    progress.console.print(
+                        f"segment {segment} is claimed by another worker; waiting up to "
+                        f"{SEGMENT_CLAIM_SECONDS:.0f} s for a stopped process's claim to run out"
+                    )
+                time.sleep(CLAIM_RETRY_SECONDS)
+            except BaseException as error:  # reported after every thread has stopped
+                errors.append(error)
+                stop.set()
+                return
 
     threads = [threading.Thread(target=work, args=(segment,), daemon=True) for segment in pending]
     interrupted = False
@@ -343,16 +369,17 @@ def rebuild_here(services: Any, coordinator: Any, run: Any, arguments: argparse.
     if interrupted:
         print(f"interrupted after {summary}; run the same command again to resume", flush=True)
         return 130
-    switched = coordinator.finish(run)
     after = coordinator.progress(run)
-    created = sum(checkpoint.created for checkpoint in after)
-    caught_up = sum(checkpoint.caught_up for checkpoint in after)
-    print(
-        f"rebuilt {summary}; rows created {created:,}, caught up {caught_up:,}; "
-        + ("read models switched to the new tables" if switched else "already switched"),
-        flush=True,
-    )
-    return 0
+    rows = sum(checkpoint.rows for checkpoint in after)
+    print(f"replayed {summary}; {rows:,} rows written", flush=True)
+    print("summing, catching up streams changed meanwhile and building indexes", flush=True)
+    state = coordinator.finish_waiting(run)
+    total = time.monotonic() - started
+    if state == FinishState.SWITCHED:
+        print(f"read models switched to the new tables after {total:.1f} s", flush=True)
+        return 0
+    print(f"orders projections rebuild: not switched: the rebuild is {state}", file=sys.stderr)
+    return 1
 
 
 # verify --------------------------------------------------------------------------------

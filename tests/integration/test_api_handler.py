@@ -293,9 +293,7 @@ def test_order_leaves_old_status_list(api: ModuleType, projector: ModuleType) ->
     ]
 
 
-def test_orders_needing_attention_oldest_flag_first(
-    api: ModuleType, projector: ModuleType
-) -> None:
+def test_orders_needing_attention_oldest_flag_first(api: ModuleType, projector: ModuleType) -> None:
     order_ids = [place(api) for _ in range(4)]
     for order_id in (order_ids[2], order_ids[0], order_ids[3]):
         change_order(api, order_id, lambda order: order.require_attention("refund stuck"))

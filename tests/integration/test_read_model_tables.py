@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from adapters.composition import RebuildServices, build_rebuild_services
 from adapters.projection_tables import DynamoDBProjectionTable
 from application.orders import OrdersApplication
-from application.ports import NewRow, StaleRowError
+from application.ports import StaleRowError
 from domain.inventory import InventoryItem
 from domain.order import Order, OrderLine
 from projections import customer_stats, inventory_levels, order_summary
@@ -234,66 +234,44 @@ def test_inventory_write_at_wrong_version_is_refused(
         table.apply(key, {**row, "on_hand": 99, "version": 2}, expected_version=0)
 
 
-# Bulk creates ----------------------------------------------------------------------------
+# Bulk loads ------------------------------------------------------------------------------
 
 
-def stats_rows(count: int, customers: int) -> list[NewRow]:
-    rows = []
-    for index in range(count):
-        customer = f"c-{index % customers}"
-        row = {
-            "pk": f"order#o-{index}",
+def summary_rows(count: int) -> list[dict[str, Any]]:
+    return [
+        {
             "order_id": f"o-{index}",
-            "customer_id": customer,
-            "currency": "USD",
-            "total": 10,
-            "placed_at": f"2026-12-01T00:00:{index % 60:02d}.000000Z",
-            "counted": 10,
-            "version": 3,
+            "customer_id": f"c-{index % 7}",
+            "status": "PLACED",
+            "version": 1,
+            "placed_key": f"2026-12-01T00:00:00.000000Z#o-{index}",
         }
-        rows.append(
-            NewRow(
-                customer_stats.order_key(f"o-{index}"), row, customer_stats.contributions(None, row)
-            )
-        )
-    return rows
+        for index in range(count)
+    ]
 
 
-def test_bulk_create_adds_each_new_row_once(services: RebuildServices) -> None:
-    table = open_table(services, customer_stats.PROJECTION)
-    rows = stats_rows(230, customers=7)
+def test_bulk_load_writes_every_row(services: RebuildServices) -> None:
+    table = open_table(services, order_summary.PROJECTION)
 
-    existed = table.create_rows(rows)
+    table.put_rows(summary_rows(60))
 
-    assert existed == []
-    sums = [table.get_row(customer_stats.stats_key(f"c-{c}")) for c in range(7)]
-    assert [row["order_count"] if row else None for row in sums] == [33, 33, 33, 33, 33, 33, 32]
+    stored = [table.get_row({"order_id": f"o-{index}"}) for index in range(60)]
+    assert stored == summary_rows(60)
 
 
-def test_bulk_create_skips_existing_rows_and_their_sums(services: RebuildServices) -> None:
-    table = open_table(services, customer_stats.PROJECTION)
-    rows = stats_rows(150, customers=3)
-    table.create_rows(rows[10:40])
+def test_bulk_load_replaces_rows_of_an_earlier_attempt(services: RebuildServices) -> None:
+    table = open_table(services, order_summary.PROJECTION)
+    table.put_rows([{**row, "status": "FAILED", "version": 9} for row in summary_rows(30)])
 
-    existed = table.create_rows(rows)
+    table.put_rows(summary_rows(30))
 
-    assert existed == list(range(10, 40))
-    total = sum(
-        (table.get_row(customer_stats.stats_key(f"c-{c}")) or {}).get("order_count", 0)
-        for c in range(3)
-    )
-    assert total == 150
+    assert table.get_row({"order_id": "o-29"}) == summary_rows(30)[29]
 
 
-def test_bulk_create_adds_to_a_summing_row_once_per_transaction(
-    services: RebuildServices,
-) -> None:
-    table = open_table(services, customer_stats.PROJECTION)
-    rows = stats_rows(198, customers=1)
+def test_bulk_load_uses_batches_of_25(services: RebuildServices) -> None:
+    table = open_table(services, order_summary.PROJECTION)
 
     with recorded_calls(table.client) as calls:
-        table.create_rows(rows)
+        table.put_rows(summary_rows(60))
 
-    # 99 order rows and one merged update per transaction; one update per row would
-    # need four transactions.
-    assert calls.count("TransactWriteItems") == 2
+    assert calls == ["BatchWriteItem"] * 3

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -11,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from adapters.composition import RebuildServices, build_rebuild_services
-from application.ports import NewRow, RebuildConflictError, RebuildRun
+from application.ports import RebuildConflictError, RebuildRun, SegmentClaimedError
 from projections.catalog import PROJECTIONS, projections_named
-from projections.rebuild import RebuildTarget, SegmentRebuilder, segment_message_body
+from projections.rebuild import FinishState, RebuildTarget, SegmentRebuilder, segment_message_body
 from projections.verify import Report, verify
 from tests.lambda_support import (
     FakeLambdaContext,
@@ -129,7 +130,7 @@ def rebuild_all(services: RebuildServices, segments: int = 3) -> RebuildRun:
     coordinator = services.coordinator()
     run, _ = coordinator.start(list(PROJECTIONS.values()), segments)
     run_segments(services, run)
-    assert coordinator.finish(run)
+    assert coordinator.finish_waiting(run, poll_seconds=0.05) == FinishState.SWITCHED
     return run
 
 
@@ -217,7 +218,7 @@ def test_stopped_rebuild_resumes_from_its_checkpoints(
 
     assert (same_run.rebuild_id, resumed) == (run.rebuild_id, True)
     assert [c.pages > s.pages for c, s in zip(finished, stopped, strict=True)] == [True, True]
-    assert again.coordinator().finish(same_run)
+    assert again.coordinator().finish_waiting(same_run, poll_seconds=0.05) == FinishState.SWITCHED
     assert differences(verify_live(again)) == NO_DIFFERENCES
 
 
@@ -226,7 +227,7 @@ class KilledError(Exception):
 
 
 class DyingTable:
-    """Forwards to a table; its first bulk create writes part of the rows and dies."""
+    """Forwards to a table; its first bulk write stores part of the rows and dies."""
 
     def __init__(self, table: Any) -> None:
         self.table = table
@@ -239,13 +240,12 @@ class DyingTable:
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self.table, attribute)
 
-    def create_rows(self, rows: Sequence[NewRow]) -> list[int]:
+    def put_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if not self.died:
             self.died = True
-            self.table.create_rows(rows[: len(rows) // 2])
+            self.table.put_rows(rows[: len(rows) // 2])
             raise KilledError("killed mid-flush")
-        result: list[int] = self.table.create_rows(rows)
-        return result
+        self.table.put_rows(rows)
 
 
 def test_segment_killed_mid_flush_redoes_it_without_double_counting(
@@ -271,7 +271,7 @@ def test_segment_killed_mid_flush_redoes_it_without_double_counting(
 
     run_segments(services, run, rebuilder=steady)
 
-    assert coordinator.finish(run)
+    assert coordinator.finish_waiting(run, poll_seconds=0.05) == FinishState.SWITCHED
     assert differences(verify_live(services)) == NO_DIFFERENCES
 
 
@@ -287,8 +287,26 @@ def test_commits_during_the_rebuild_reach_the_new_tables(
     traffic.commit(len(traffic.steps))
     run_segments(services, run)
 
-    assert coordinator.finish(run)
+    assert coordinator.finish_waiting(run, poll_seconds=0.05) == FinishState.SWITCHED
     assert differences(verify_live(services)) == NO_DIFFERENCES
+
+
+def test_second_worker_on_a_claimed_segment_is_refused(services: RebuildServices) -> None:
+    run, _ = services.coordinator().start(list(PROJECTIONS.values()), 1)
+    services.read_side.control.claim_segment(run.rebuild_id, 0, "other", time.time(), 60)
+
+    with pytest.raises(SegmentClaimedError, match="claimed by another worker"):
+        services.segment_rebuilder(run).run(0)
+
+
+def test_claim_of_a_killed_worker_runs_out(services: RebuildServices, traffic: Traffic) -> None:
+    traffic.commit(len(traffic.steps))
+    run, _ = services.coordinator().start(list(PROJECTIONS.values()), 1)
+    services.read_side.control.claim_segment(run.rebuild_id, 0, "killed", time.time() - 120, 60)
+
+    checkpoint = services.segment_rebuilder(run).run(0)
+
+    assert checkpoint.done
 
 
 def test_overlapping_unfinished_rebuild_is_refused(services: RebuildServices) -> None:
@@ -341,8 +359,8 @@ class FakeQueue:
     def __init__(self) -> None:
         self.bodies: list[str] = []
 
-    def send_message(self, QueueUrl: str, MessageBody: str) -> dict[str, str]:  # noqa: N803
-        self.bodies.append(MessageBody)
+    def send_message(self, **request: Any) -> dict[str, str]:
+        self.bodies.append(request["MessageBody"])
         return {"MessageId": str(len(self.bodies))}
 
 
@@ -397,6 +415,12 @@ def test_rebuild_function_switches_after_the_last_segment(
     bodies = [segment_message_body(run.rebuild_id, segment) for segment in range(2)]
 
     answer = rebuild_function.handler(sqs_event(*bodies), LongContext())
+    # Index checks come back as delayed messages until the indexes are active.
+    for _ in range(200):
+        if not rebuild_function.sqs.bodies:
+            break
+        time.sleep(0.05)
+        rebuild_function.handler(sqs_event(rebuild_function.sqs.bodies.pop(0)), LongContext())
 
     assert answer == {"batchItemFailures": []}
     assert (
