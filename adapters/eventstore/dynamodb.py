@@ -270,9 +270,7 @@ class DynamoDBRecorder(ApplicationRecorder):
         desc: bool = False,
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
-        return list(
-            self.iter_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
-        )
+        return list(self.iter_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit))
 
     def iter_events(
         self,
