@@ -189,8 +189,13 @@ class NaiveOrdersApplication(OrdersApplication):
         )
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
-        # Skip TipApplication._record, which adds a snapshot for the tip.
-        return Application._record(self, processing_event)
+        # Skip TipApplication._record, which adds a snapshot for the tip, but keep its
+        # cache rule: a conflict here returns no state, so the stale copy must go.
+        try:
+            return Application._record(self, processing_event)
+        except VersionConflictError as conflict:
+            self.repository.evict(conflict.stream_id)
+            raise
 
 
 def naive_environment(events_table: str, **more: str) -> dict[str, str]:
