@@ -98,12 +98,16 @@ class ReadSide:
         )
 
 
-def guarded_projectors(orders: OrdersApplication) -> dict[str, GuardedProjector]:
+def guarded_projectors(
+    orders: OrdersApplication, *, warn_on_gap: bool = True
+) -> dict[str, GuardedProjector]:
     def read_events(stream_id: str, after: int, up_to: int) -> Any:
         return orders.recorder.select_events(stream_id, gt=after, lte=up_to)
 
     return {
-        name: GuardedProjector(projection, orders.mapper.to_domain_event, read_events)
+        name: GuardedProjector(
+            projection, orders.mapper.to_domain_event, read_events, warn_on_gap=warn_on_gap
+        )
         for name, projection in PROJECTIONS.items()
     }
 
@@ -168,7 +172,7 @@ class RebuildServices:
         catch_up = CatchUp(
             dirty=self.read_side.dirty,
             read_tip=self.read_tip,
-            projectors=guarded_projectors(self.orders),
+            projectors=guarded_projectors(self.orders, warn_on_gap=False),
             open_table=self.read_side.open_table,
             scan_segments=scan_segments,
         )

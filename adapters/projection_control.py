@@ -9,7 +9,8 @@ Control table items (partition key ``pk``, sort key ``sk``):
   after a switch ``previous_table`` and ``switched_at`` (epoch seconds).
 - ``rebuild#<id>`` / ``run``: the read models, segment count, tables, generations,
   ``scan_not_before``, ``status`` (scanning, catching_up, indexing, switched,
-  abandoned), ``guarded_since``, ``summing_lease_until``, ``created_at``.
+  abandoned), ``guarded_since``, ``summing_owner`` and ``summing_until`` (the claim
+  on writing the summing rows), ``created_at``.
 - ``rebuild#<id>`` / ``segment#<nnnn>``: the segment's checkpoint: ``start_key`` (the
   scan's ``LastEvaluatedKey`` as JSON, absent at the start), ``pages``, ``scanned``,
   ``events``, ``rows``, ``done``, ``updated_at``.
@@ -313,17 +314,23 @@ class DynamoDBProjectionControl:
             return False
         return True
 
-    def acquire_summing_lease(self, run: RebuildRun, now: float, seconds: float) -> bool:
+    def claim_summing(self, run: RebuildRun, owner: str, now: float, seconds: float) -> bool:
         try:
             self.client.update_item(
                 TableName=self.table_name,
                 Key=_key(run_pk(run.rebuild_id), RUN_SK),
-                UpdateExpression="SET #lease = :until",
+                UpdateExpression="SET #owner = :owner, #until = :until",
                 ConditionExpression=(
-                    "#status = :scanning AND (attribute_not_exists(#lease) OR #lease < :now)"
+                    "#status = :scanning AND (attribute_not_exists(#until) OR #until < :now "
+                    "OR #owner = :owner)"
                 ),
-                ExpressionAttributeNames={"#lease": "summing_lease_until", "#status": "status"},
+                ExpressionAttributeNames={
+                    "#owner": "summing_owner",
+                    "#until": "summing_until",
+                    "#status": "status",
+                },
                 ExpressionAttributeValues={
+                    ":owner": {"S": owner},
                     ":until": {"N": repr(now + seconds)},
                     ":now": {"N": repr(now)},
                     ":scanning": {"S": SCANNING},
@@ -332,6 +339,19 @@ class DynamoDBProjectionControl:
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def release_summing(self, run: RebuildRun, owner: str) -> None:
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(run_pk(run.rebuild_id), RUN_SK),
+                UpdateExpression="SET #until = :zero",
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "summing_owner", "#until": "summing_until"},
+                ExpressionAttributeValues={":owner": {"S": owner}, ":zero": {"N": "0"}},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return
 
     def enter_guarded_phase(self, run: RebuildRun, now: float) -> bool:
         actions: list[dict[str, Any]] = [

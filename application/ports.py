@@ -324,9 +324,14 @@ class ProjectionControl(RebuildCheckpoints, Protocol):
 
     def checkpoints(self, rebuild_id: str) -> list[SegmentCheckpoint]: ...
 
-    def acquire_summing_lease(self, run: RebuildRun, now: float, seconds: float) -> bool:
-        """Claim the writing of the run's summing rows for ``seconds``; False if another
-        finisher holds an unexpired claim."""
+    def claim_summing(self, run: RebuildRun, owner: str, now: float, seconds: float) -> bool:
+        """Claim or renew, for ``owner``, the writing of the run's summing rows for
+        ``seconds``; return False if another finisher's claim has not run out or the
+        run is past that step."""
+        ...
+
+    def release_summing(self, run: RebuildRun, owner: str) -> None:
+        """End ``owner``'s claim early (a graceful stop)."""
         ...
 
     def enter_guarded_phase(self, run: RebuildRun, now: float) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import threading
@@ -195,12 +196,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flush-events", type=int, default=20_000)
     parser.add_argument("--load-threads", type=int, default=8)
     parser.add_argument("--output", type=Path, default=RESULTS_PATH)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep DynamoDB Local's data in this (emptied) folder, as `orders dev` does; "
+        "default: in memory, as the tests run it",
+    )
     arguments = parser.parse_args(argv)
 
     os.environ.update(FAKE_CREDENTIALS)
     os.environ.pop("AWS_PROFILE", None)
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    server = dynamodb_local.start()
+    if arguments.data_dir is not None:
+        shutil.rmtree(arguments.data_dir, ignore_errors=True)
+    server = dynamodb_local.start(data_dir=arguments.data_dir)
     try:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = server.endpoint_url
         dynamodb = client(server.endpoint_url)
@@ -254,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         floor_rate = statistics.median(r["floor"]["events"] / r["floor"]["seconds"] for r in rounds)
         summary = {
+            "dynamodb_local": "in memory" if arguments.data_dir is None else "on disk",
             "orders": loaded.orders,
             "commits": loaded.commits,
             "load_seconds": loaded.seconds,

@@ -55,11 +55,15 @@ class GuardedProjector:
         read_events: ReadEvents,
         *,
         max_attempts: int = MAX_GUARD_ATTEMPTS,
+        warn_on_gap: bool = True,
     ) -> None:
+        """``warn_on_gap``: log a filled gap as a warning (a live record went missing)
+        rather than at debug level (a rebuild's catch-up, where gaps are expected)."""
         self.projection = projection
         self.decode = decode
         self.read_events = read_events
         self.max_attempts = max_attempts
+        self.warn_on_gap = warn_on_gap
 
     def project(self, table: ProjectionTable, tip: Tip) -> ProjectionOutcome:
         """Apply the events of a tip's commit (and any gap before them)."""
@@ -149,7 +153,8 @@ class GuardedProjector:
                 f"stream {stream_id}: versions {after + 1}..{up_to} are missing from the "
                 f"event store ({len(stored)} found)"
             )
-        logger.warning(
+        log = logger.warning if self.warn_on_gap else logger.debug
+        log(
             "filled a gap from the event store",
             extra={
                 "projection": self.projection.name,

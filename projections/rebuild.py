@@ -67,9 +67,10 @@ FINISH_POLL_SECONDS = 0.5
 # A segment's claim runs out this long after its worker last renewed it (every page),
 # so a killed worker holds up a resumed rebuild for at most this long.
 SEGMENT_CLAIM_SECONDS = 60.0
-# One finisher at a time writes the summing rows; a finisher that died frees them after
-# this long, which is more than the 15 minutes a Lambda function can run.
-SUMMING_LEASE_SECONDS = 20 * 60
+# One finisher at a time writes the summing rows. It renews its claim every
+# RENEW_EVERY_ROWS rows, so the claim of a killed finisher runs out after this long.
+SUMMING_CLAIM_SECONDS = 60.0
+RENEW_EVERY_ROWS = 1000
 
 
 class FinishState(StrEnum):
@@ -111,6 +112,10 @@ def _never() -> bool:
 
 
 def _ignore(_: PageProgress) -> None:
+    return None
+
+
+def _nothing() -> None:
     return None
 
 
@@ -289,22 +294,33 @@ class CatchUp:
             if name in run.tables
         ]
 
-    def sum_rows(self, run: RebuildRun) -> int:
-        """Write every summing row as the sum of the loaded per-stream rows; return how many."""
+    def sum_rows(self, run: RebuildRun, renew: Callable[[], None] = _nothing) -> int:
+        """Write every summing row as the sum of the loaded per-stream rows; return how many.
+
+        ``renew`` is called every few hundred rows read or written, to keep the claim
+        on this step alive; it raises if the claim was lost.
+        """
         written = 0
         for target in self.targets(run):
             if not target.projection.has_summing_rows:
                 continue
-            sums = self._sums(target)
-            target.table.put_rows(list(sums.values()))
-            written += len(sums)
+            rows = list(self._sums(target, renew).values())
+            for start in range(0, len(rows), RENEW_EVERY_ROWS):
+                target.table.put_rows(rows[start : start + RENEW_EVERY_ROWS])
+                renew()
+            written += len(rows)
         return written
 
-    def _sums(self, target: RebuildTarget) -> dict[tuple[str, ...], Row]:
+    def _sums(self, target: RebuildTarget, renew: Callable[[], None]) -> dict[tuple[str, ...], Row]:
         projection, table, segments = target.projection, target.table, self.scan_segments
 
         def scan(segment: int) -> list[Row]:
-            return list(table.scan_rows(segment, segments))
+            rows = []
+            for row in table.scan_rows(segment, segments):
+                rows.append(row)
+                if len(rows) % RENEW_EVERY_ROWS == 0:
+                    renew()
+            return rows
 
         sums: dict[tuple[str, ...], Row] = {}
         with ThreadPoolExecutor(max_workers=segments) as pool:
@@ -442,13 +458,20 @@ class RebuildCoordinator:
         if current.status == SCANNING:
             if not all(checkpoint.done for checkpoint in self.progress(current)):
                 return FinishState.SEGMENTS_RUNNING
-            if not self.control.acquire_summing_lease(current, self.clock(), SUMMING_LEASE_SECONDS):
+            owner = uuid.uuid4().hex
+            if not self._claim_summing(current, owner):
                 return FinishState.WAITING
-            # The bulk load is over: the indexes build while the sums are written.
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                indexing = pool.submit(self._add_indexes, current)
-                sums = self.catch_up.sum_rows(current)
-                indexing.result()
+            try:
+                # The bulk load is over: the indexes build while the sums are written.
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    indexing = pool.submit(self._add_indexes, current)
+                    sums = self.catch_up.sum_rows(
+                        current, renew=lambda: self._renew_summing(current, owner)
+                    )
+                    indexing.result()
+            except BaseException:
+                self.control.release_summing(current, owner)
+                raise
             self.control.enter_guarded_phase(current, self.clock())
             logger.info(
                 "summing rows written; projectors now write the new tables",
@@ -486,6 +509,15 @@ class RebuildCoordinator:
             )
             return FinishState.SWITCHED
         return self._settled(current)
+
+    def _claim_summing(self, run: RebuildRun, owner: str) -> bool:
+        return self.control.claim_summing(run, owner, self.clock(), SUMMING_CLAIM_SECONDS)
+
+    def _renew_summing(self, run: RebuildRun, owner: str) -> None:
+        if not self._claim_summing(run, owner):
+            raise RebuildConflictError(
+                f"rebuild {run.rebuild_id}: another finisher took over writing the sums"
+            )
 
     def _add_indexes(self, run: RebuildRun) -> bool:
         """Start the next indexes of every new table at once; return whether all are active."""

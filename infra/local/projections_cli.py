@@ -372,14 +372,32 @@ def rebuild_here(services: Any, coordinator: Any, run: Any, arguments: argparse.
     after = coordinator.progress(run)
     rows = sum(checkpoint.rows for checkpoint in after)
     print(f"replayed {summary}; {rows:,} rows written", flush=True)
-    print("summing, catching up streams changed meanwhile and building indexes", flush=True)
-    state = coordinator.finish_waiting(run)
+    try:
+        state = finish_with_messages(coordinator, run)
+    except KeyboardInterrupt:
+        print("interrupted while finishing; run the same command again to resume", flush=True)
+        return 130
     total = time.monotonic() - started
     if state == FinishState.SWITCHED:
         print(f"read models switched to the new tables after {total:.1f} s", flush=True)
         return 0
     print(f"orders projections rebuild: not switched: the rebuild is {state}", file=sys.stderr)
     return 1
+
+
+def finish_with_messages(coordinator: Any, run: Any) -> Any:
+    """Take the run to the switch, printing each state the first time it is reached."""
+    from projections.rebuild import FINISH_POLL_SECONDS, FinishState
+
+    seen = set()
+    while True:
+        state = coordinator.finish(run)
+        if state not in seen:
+            seen.add(state)
+            print(f"  {state}", flush=True)
+        if state not in (FinishState.WAITING, FinishState.INDEXING):
+            return state
+        time.sleep(FINISH_POLL_SECONDS)
 
 
 # verify --------------------------------------------------------------------------------

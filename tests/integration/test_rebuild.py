@@ -309,6 +309,32 @@ def test_claim_of_a_killed_worker_runs_out(services: RebuildServices, traffic: T
     assert checkpoint.done
 
 
+def test_finish_waits_while_another_finisher_writes_the_sums(
+    services: RebuildServices, traffic: Traffic
+) -> None:
+    traffic.commit(len(traffic.steps))
+    coordinator = services.coordinator()
+    run, _ = coordinator.start(list(PROJECTIONS.values()), 1)
+    run_segments(services, run)
+    services.read_side.control.claim_summing(run, "other", time.time(), 60)
+
+    assert coordinator.finish(run) == FinishState.WAITING
+    assert services.read_side.control.pointer("customer_stats").building_phase == "bulk"
+
+
+def test_finish_takes_over_the_sums_of_a_killed_finisher(
+    services: RebuildServices, traffic: Traffic
+) -> None:
+    traffic.commit(len(traffic.steps))
+    coordinator = services.coordinator()
+    run, _ = coordinator.start(list(PROJECTIONS.values()), 1)
+    run_segments(services, run)
+    services.read_side.control.claim_summing(run, "killed", time.time() - 120, 60)
+
+    assert coordinator.finish_waiting(run, poll_seconds=0.05) == FinishState.SWITCHED
+    assert differences(verify_live(services)) == NO_DIFFERENCES
+
+
 def test_overlapping_unfinished_rebuild_is_refused(services: RebuildServices) -> None:
     coordinator = services.coordinator()
     coordinator.start(list(PROJECTIONS.values()), 2)
