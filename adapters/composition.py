@@ -92,7 +92,7 @@ class ReadSide:
         return DynamoDBProjectionTable(self.client, table_name, projection.key_attributes)
 
     def live_projector(self, orders: OrdersApplication) -> LiveProjector:
-        """The stream handler's projector: every read model, every table its pointer names."""
+        """Build the stream handler's projector: every read model, every table it names."""
         return LiveProjector(
             guarded_projectors(orders), self.directory, self.open_table, self.dirty
         )

@@ -1,9 +1,9 @@
 """The events table read as a whole, in parallel Scan segments.
 
-DynamoDB puts all items of one partition key (one stream) in the same segment and
-returns them in sort-key (position) order; this was checked on DynamoDB Local
-3.3 as well. The rebuild does not depend on it for correctness: a stream whose
-first event it sees is not at position 1 is read from the store by key.
+On DynamoDB Local 3.3 every stream's items came in one segment, in position order
+(checked with 3,000 streams and 4 segments). The rebuild does not depend on it: a
+stream whose first event it sees is not at position 1 is read from the store by
+key, and events of one stream in several pages are merged before the fold.
 """
 
 from __future__ import annotations

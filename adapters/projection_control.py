@@ -508,7 +508,7 @@ class DynamoDBProjectionControl:
 
 
 def _checkpoint_from_item(item: Mapping[str, Any]) -> SegmentCheckpoint:
-    """A checkpoint; a segment claimed but not yet flushed has only its claim."""
+    """Build a checkpoint; a segment claimed but not yet flushed has only its claim."""
     return SegmentCheckpoint(
         segment=int(item["segment"]["N"]),
         start_key=_s(item, "start_key"),
@@ -574,9 +574,10 @@ class _Cached:
 class ProjectionDirectory:
     """Pointers cached for ``ttl_seconds``, so a request or a record costs no extra read.
 
-    The rebuild waits longer than the lifetime before it scans, and projectors keep
-    writing the previous table for ``2 * ttl_seconds`` after a switch, so a stale
-    cache never loses a write.
+    A rebuild waits longer than ``ttl_seconds`` after each pointer change before it
+    relies on the change (see :mod:`projections.rebuild`). Projectors keep writing
+    the previous table for ``2 * ttl_seconds`` after a switch, for readers whose
+    cache still names it.
     """
 
     def __init__(
@@ -720,8 +721,8 @@ class DynamoDBTableGenerations:
 
 
 def create_table_request(described: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """A ``CreateTable`` request for an empty copy of a described table, without its
-    global secondary indexes (see :meth:`DynamoDBTableGenerations.add_indexes`)."""
+    """Build a ``CreateTable`` request for an empty copy of a described table, without
+    its global secondary indexes (see :meth:`DynamoDBTableGenerations.add_indexes`)."""
     billing = described.get("BillingModeSummary", {}).get("BillingMode", "PAY_PER_REQUEST")
     local_indexes = [
         {

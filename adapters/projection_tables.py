@@ -1,6 +1,6 @@
 """One read-model table on DynamoDB: guarded row writes and the rebuild's bulk load.
 
-A per-stream row is written with a condition on its ``version``; when the read
+A per-stream row is written with a condition on its ``version``. When the read
 model sums many streams, the row and the additions to the summing rows go in one
 ``TransactWriteItems``, so a crash leaves either all of it or none. A rebuild
 loads a new table with ``BatchWriteItem``, which takes no condition: while it

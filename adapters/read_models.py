@@ -2,8 +2,8 @@
 
 Lists page through an index with ``Limit`` and ``ExclusiveStartKey``. The cursor a
 page returns is that key plus the list it belongs to (the index and its partition
-value), base64-encoded; a cursor is accepted only by the same list, so it cannot
-start another customer's or another status's listing part-way.
+value), base64-encoded. Only the same list accepts the cursor, so it cannot start
+another customer's or another status's listing part-way.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ class InvalidCursorError(ValueError):
 
 
 class OrderQueries(Protocol):
-    """The read models the API queries. Lists are newest first unless they say otherwise."""
+    """The read models the API queries. Lists are newest first unless documented otherwise."""
 
     def get_order(self, order_id: str) -> Mapping[str, Any] | None: ...
 
@@ -96,8 +96,8 @@ RowKey = Mapping[str, str]
 class Contribution:
     """What one stream adds to a row that sums many streams (customer stats).
 
-    ``add`` holds numbers added atomically (DynamoDB ``ADD``), so contributions of
-    different streams commute; ``set_once`` holds attributes written only if absent.
+    ``add`` contains numbers added atomically (DynamoDB ``ADD``), so contributions of
+    different streams commute. ``set_once`` contains attributes written only if absent.
     """
 
     key: RowKey
@@ -205,7 +205,7 @@ class SegmentCheckpoint:
 
     segment: int
     start_key: str | None = None
-    """Where the scan continues (opaque, from :class:`ScanPage`); None: at the start."""
+    """The key the scan continues after (opaque, from :class:`ScanPage`); None at the start."""
     pages: int = 0
     scanned: int = 0
     events: int = 0
@@ -214,13 +214,13 @@ class SegmentCheckpoint:
 
 
 class SegmentClaimedError(RuntimeError):
-    """Another worker holds the segment (a duplicate message, or a second process)."""
+    """Another worker has claimed the segment (a duplicate message, or a second process)."""
 
 
 class RebuildCheckpoints(Protocol):
     """Per-segment progress, and a claim so that one worker at a time writes a segment.
 
-    A claim lasts ``seconds`` unless renewed; the worker renews it after every page, so
+    A claim lasts ``seconds`` unless renewed. The worker renews it after every page, so
     the claim of a killed worker runs out soon and another worker can take over.
     """
 
@@ -251,7 +251,7 @@ GUARDED_PHASE = "guarded"
 
 @dataclass(frozen=True)
 class ProjectionPointer:
-    """Which table (generation) of a read model queries read, and which one is being built.
+    """The table (generation) of a read model that queries read, and the one being built.
 
     Generation 0 is the table the template declares; a rebuild builds generation n+1
     in a new table and switches the pointer to it.
@@ -326,8 +326,11 @@ class ProjectionControl(RebuildCheckpoints, Protocol):
 
     def claim_summing(self, run: RebuildRun, owner: str, now: float, seconds: float) -> bool:
         """Claim or renew, for ``owner``, the writing of the run's summing rows for
-        ``seconds``; return False if another finisher's claim has not run out or the
-        run is past that step."""
+        ``seconds``.
+
+        Return False if another finisher's claim has not run out, or if the run is
+        past that step.
+        """
         ...
 
     def release_summing(self, run: RebuildRun, owner: str) -> None:
@@ -346,9 +349,11 @@ class ProjectionControl(RebuildCheckpoints, Protocol):
         ...
 
     def switch(self, run: RebuildRun, now: float) -> list[str] | None:
-        """Make every table of the run live at once; return the tables that dropped out of
-        the pointers (the old previous generations), or None if the run was not building
-        any more (already switched or abandoned)."""
+        """Make every table of the run live at once.
+
+        Return the tables that dropped out of the pointers (the old previous
+        generations), or None if the run had already switched or been abandoned.
+        """
         ...
 
     def abandon(self, run: RebuildRun) -> None:

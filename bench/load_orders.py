@@ -1,9 +1,10 @@
 """Load orders onto DynamoDB Local through the application, with their saga outcomes.
 
-Each order goes through the same aggregates and commits as in production: placed,
-one commit per line on the sku's InventoryItem and on the order as the item
-workers reserve stock, then payment, shipment and stock shipment, or a
-cancellation or failure with the stock released. The saga's decisions are drawn
+Each order goes through the same aggregates and commits as in production. It is
+placed; as the item workers would, each line reserves stock on the sku's
+InventoryItem and records the result on the order, one commit each. Then come
+payment, shipment and the stock shipment, or a cancellation or failure that
+releases the stock. The saga's decisions are drawn
 at random instead of being made by the saga itself, because the saga waits on
 EventBridge, SQS, Stripe and the carrier: through the whole local stack 20,000
 orders take hours, directly they take minutes. The commits, and so the stream
@@ -74,7 +75,11 @@ def plan_orders(count: int, seed: int) -> list[PlannedOrder]:
     for _ in range(count):
         skus = rng.sample(SKUS, rng.randint(1, 3))
         roll = rng.random()
-        attention = "none" if roll >= 0.03 else ("resolved" if roll < 0.01 else "flagged")
+        attention = "none"
+        if roll < 0.01:
+            attention = "resolved"
+        elif roll < 0.03:
+            attention = "flagged"
         planned.append(
             PlannedOrder(
                 customer_id=f"c-{rng.randrange(CUSTOMERS):05d}",

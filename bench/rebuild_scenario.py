@@ -3,7 +3,7 @@
 1. Start the local stack from the template on a DynamoDB Local that keeps its data
    on disk, as ``orders dev`` does. The publisher's handler is replaced by one that
    publishes nothing, so the saga stays idle while the loader plays the saga's
-   outcomes itself (see ``bench.load_orders``); the projector runs as deployed, fed
+   outcomes itself (see ``bench.load_orders``). The projector runs as deployed, fed
    by the stream poller.
 2. Load the orders, and wait until the projector has applied every commit.
 3. ``orders projections verify``: the stream-fed read models against a replay.
@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-threads", type=int, default=8)
     parser.add_argument("--keep-data", action="store_true", help="reuse a loaded data folder")
     arguments = parser.parse_args(argv)
+    # A plain kill should still stop the DynamoDB Local and stack this process started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
     if not arguments.keep_data:

@@ -5,9 +5,9 @@ orders with ``bench.load_orders``. Then, for each round:
 
 - **rebuild**: ``RebuildCoordinator.start`` for every read model, one thread per
   segment running ``SegmentRebuilder``, then the switch, as ``orders projections
-  rebuild`` does. Timed from the first Scan to the switch; the table creation and
-  the wait for projectors to see the new tables (a fixed delay, not a rate) are
-  reported separately.
+  rebuild`` does. It is timed from the first Scan to the switch. The table creation
+  and the first wait for projectors to see the new tables are fixed delays, not
+  rates, so they are reported separately.
 - **floor**: a bare parallel Scan with the same segments, filter and projection,
   that writes, with ``BatchWriteItem`` (retrying ``UnprocessedItems``), as many
   rows as the rebuilt tables hold into an empty table of its own. Each row is one

@@ -216,8 +216,8 @@ def count_stock(
 
 @app.get("/inventory/<sku>")
 def get_stock(sku: Annotated[Sku, Path()]) -> Response[Any]:
-    """Stock from the inventory-levels read model, which follows the commands within
-    about a second; the commands themselves answer with the level they produced."""
+    """Return stock from the inventory-levels read model. It trails the commands by the
+    stream's delay, about a second; the commands return the level they produced."""
     level = services.read_models.get_stock(sku)
     if level is None:
         raise SkuNotFoundError(sku)

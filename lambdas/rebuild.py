@@ -6,7 +6,7 @@ for every segment. This function replays its segment from the segment's
 checkpoint. When the invocation is about to run out of time it checkpoints, sends
 the same message again and returns, so a segment of any size finishes over
 several invocations. The segment that finds every segment done takes the run on
-towards the switch (``RebuildCoordinator.finish``); while the run waits for
+towards the switch (``RebuildCoordinator.finish``). While the run waits for
 projectors or for its indexes, a delayed ``{"rebuild_id": ..., "segment": null}``
 message comes back to take the next step. A second attempt at a step does nothing.
 """

@@ -2,9 +2,9 @@
 
 Rows, all in one table keyed by ``pk``:
 
-- ``order#<order_id>``: one per order, the guard row. It holds the order's version,
-  customer, currency, total, placed-at time, and ``counted``: the amount this order
-  currently adds to the customer's spending.
+- ``order#<order_id>``: one per order, the guard row. It stores the order's version,
+  customer, currency, total and placed-at time. ``counted`` is the amount this
+  order currently adds to the customer's spending.
 - ``customer#<customer_id>``: the customer's sums, ``order_count`` and one
   ``spent_<CURRENCY>`` per currency. Only ever changed by adding numbers, in the same
   transaction as the order row that holds the guard, so orders apply in any order.
@@ -70,9 +70,10 @@ def apply_event(row: Row | None, event: Any) -> Row:
 
 
 def contributions(before: Row | None, after: Row) -> Sequence[Contribution]:
-    """The change to the customer's sums when the order row goes from ``before`` to ``after``.
+    """Return what the customer's sums gain when the order row goes from ``before`` to
+    ``after``.
 
-    A new order always names its currency, even with nothing spent yet, so the sums
+    A new order always adds its currency, even with nothing spent yet. So the sums
     row lists every currency the customer ordered in, whichever way it was built.
     """
     spent = f"{SPENT_PREFIX}{after['currency']}"

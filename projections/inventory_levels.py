@@ -1,7 +1,7 @@
 """Inventory levels read model: stock of each sku, folded from its InventoryItem stream.
 
-One row per sku, keyed by the stream id (``inventory_id(sku)``): later events of
-the stream do not repeat the sku, so the stream id is what the projector knows.
+One row per sku, keyed by the stream id (``inventory_id(sku)``), because later
+events of the stream do not repeat the sku and a tip carries only the stream id.
 """
 
 from __future__ import annotations

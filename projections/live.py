@@ -1,11 +1,11 @@
 """The live projector: each committed tip, applied to every table its read models name.
 
-For each read model that folds the tip's stream type, the pointer names the tables
-to keep current under the version guard: the live one, the one a rebuild builds
-once its bulk load is over, and for a short while after a switch the previous one.
-While a rebuild loads its tables in bulk, the projector does not write them: it
-marks the stream as changed, and the rebuild brings marked streams up to date
-after the load.
+Each read model that folds the tip's stream type has a pointer. It names the
+tables to keep current under the version guard: the live one, the one a rebuild
+builds once its bulk load is over, and for a short while after a switch the
+previous one. While a rebuild loads its tables in bulk, the projector does not
+write them. It marks the stream as changed instead, and the rebuild brings marked
+streams up to date after the load.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Orders needing attention: the operators' queue, longest flagged first.
 
-A sparse index over the order summary rows: the fold sets ``attention_flag`` and
+A sparse index over the order summary rows. The fold sets ``attention_flag`` and
 ``attention_key`` (flagged-at time, then order id) on ``AttentionRequired`` and
-removes both on ``AttentionResolved``, so only flagged orders are in the index and
-a query never reads the others.
+removes both on ``AttentionResolved``. So only flagged orders are in the index, and
+a query reads no other order.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 A read model keeps one row per source stream, keyed by the stream id, and that row
 carries ``version``: the last event of the stream it reflects. The row is a pure
 fold of the stream's events. A read model that sums many streams (customer stats)
-also names, for each change of a per-stream row, what it adds to the summing rows;
-those additions are numbers, so they commute and the order in which streams are
-applied does not matter.
+also returns, for each change of a per-stream row, what it adds to the summing
+rows. Those additions are numbers, so they commute, and the order in which streams
+are applied does not matter.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class Projection(Protocol):
         ...
 
     def contributions(self, before: Row | None, after: Row) -> Sequence[Contribution]:
-        """What moving a per-stream row from ``before`` to ``after`` adds to summing rows."""
+        """Return what moving a per-stream row from ``before`` to ``after`` adds to the
+        summing rows."""
         ...
 
 
@@ -78,12 +79,12 @@ def expect_next_version(row: Row | None, event: Any, stream: str) -> int:
 
 
 def stream_type_of(topic: str) -> str:
-    """The aggregate's topic for an event's topic: ``m:Order.OrderPlaced`` -> ``m:Order``."""
+    """Return the aggregate's topic for an event's: ``m:Order.OrderPlaced`` -> ``m:Order``."""
     return topic.rsplit(".", 1)[0] if "." in topic.split(":", 1)[-1] else topic
 
 
 def row_key_tuple(projection: Projection, row: Mapping[str, Any]) -> tuple[str, ...]:
-    """The key of a row as a tuple, for comparing tables row for row."""
+    """Return the key of a row as a tuple, for comparing tables row for row."""
     return tuple(str(row[name]) for name in projection.key_attributes)
 
 

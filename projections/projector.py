@@ -1,11 +1,11 @@
 """Apply a stream's events to one table of one read model, exactly once per event.
 
 Each per-stream row stores the version of the last event it applied. Events at or
-below it are duplicates and skipped; a gap above it is filled from the event store
-first, since events are durable there; the write is guarded by the version read, so
-a concurrent writer makes it retry instead of losing an update. A read model that
-sums many streams adds to its summing rows in the same write, all or nothing. The
-outcome is the same whether a commit arrives once or many times.
+below it are duplicates and skipped. A gap above it is first filled from the event
+store, where events are durable. The write is conditional on the version read, so a
+concurrent writer makes it retry instead of losing an update. A read model that
+sums many streams adds to its summing rows in the same write, all or nothing. So a
+commit delivered many times changes the rows as much as one delivered once.
 
 The live projector calls :meth:`GuardedProjector.project` for each tip; the rebuild
 calls :meth:`GuardedProjector.advance` for a stream whose row already exists.

@@ -7,8 +7,8 @@ One rebuild run:
    its new table, in the ``bulk`` phase. In that phase the live projector keeps
    writing the live tables and only marks which streams changed
    (:class:`~application.ports.DirtyStreams`); nothing else writes the new tables.
-2. Nobody scans before ``scan_not_before``: by then every projector has re-read the
-   pointer, so a commit the scan misses is marked.
+2. No segment scans before ``scan_not_before``. By then every projector has re-read
+   the pointer, so a commit the scan misses is marked.
 3. Each segment of a parallel Scan runs ``SegmentRebuilder.run`` (a thread locally,
    one SQS message per segment in AWS). It buffers a few pages of events, restores
    each stream's order by position (reading the start of a stream from the store
@@ -277,7 +277,8 @@ def now_iso() -> str:
 
 @dataclass(frozen=True)
 class CatchUp:
-    """What ``finish`` needs to sum the summing rows and catch up marked streams."""
+    """The collaborators ``finish`` uses to sum the summing rows and catch up marked
+    streams."""
 
     dirty: DirtyStreams
     read_tip: Callable[[str], Tip | None]

@@ -41,15 +41,3 @@ def replay(projection: Projection, streams: Iterable[tuple[str, Sequence[Any]]])
             key = key_of(contribution.key, projection)
             rows[key] = add_contribution(rows.get(key), contribution)
     return rows
-
-
-def differences(
-    expected: RowsByKey, actual: RowsByKey
-) -> list[tuple[tuple[str, ...], Row | None, Row | None]]:
-    """Return (key, expected row, actual row) for every key where the two differ."""
-    keys = sorted(set(expected) | set(actual))
-    return [
-        (key, expected.get(key), actual.get(key))
-        for key in keys
-        if expected.get(key) != actual.get(key)
-    ]

@@ -2,9 +2,9 @@
 
 The replay reads the whole log (parallel segments), folds every stream from its
 first event and sums the summing rows, all in memory: an independent copy built
-without the projector's guard or the rebuild's bulk writes. On a system that is
-still taking commits, rows of streams that moved on during the comparison show up
-as differences; compare on a quiet system, or run it again.
+without the projector's guard or the rebuild's bulk writes. Rows of streams that
+take commits during the comparison show up as differences, so compare on a quiet
+system, or run it again.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Random workloads for the read-model property tests: orders, saga outcomes, stock moves.
 
-A workload is plain data (hypothesis draws it); ``run_workload`` plays it on an
+A workload is plain data that hypothesis draws. ``run_workload`` plays it on an
 ``OrdersApplication`` one commit at a time, the way the saga and the item workers
 would, and returns every commit's tip in commit order. ``delivery_schedule`` turns
 those tips into what a stream consumer might receive: each commit at least once
@@ -227,9 +227,9 @@ class Delivery:
 
 
 def delivery_schedule(recorded: Recorded, rng: random.Random) -> list[Delivery]:
-    """What a consumer might receive: per stream the first deliveries keep commit order,
-    a commit may be dropped if a later one of its stream follows, and may be delivered
-    again at any later point; streams interleave freely."""
+    """Return what a consumer might receive. Per stream the first deliveries keep commit
+    order. A commit may be dropped if a later one of its stream follows, and may be
+    delivered again at any later point. Streams interleave freely."""
     per_stream: dict[str, list[Delivery]] = {}
     for stream_id, tips in recorded.tips.items():
         deliveries: list[Delivery] = []

@@ -43,7 +43,7 @@ TABLE_VARIABLES = {
 
 
 class CommandError(RuntimeError):
-    """The command cannot run as asked; the message says what to do."""
+    """The command cannot run with these arguments; the message tells what to do."""
 
 
 def add_parser(commands: Any) -> None:

@@ -165,9 +165,7 @@ def table_exists(client: DynamoDBClient, name: str) -> bool:
     return True
 
 
-def test_rebuild_switches_to_tables_equal_to_the_live_ones(
-    services: RebuildServices, traffic: Traffic
-) -> None:
+def test_rebuild_switches_to_equal_tables(services: RebuildServices, traffic: Traffic) -> None:
     traffic.commit(len(traffic.steps))
     assert differences(verify_live(services)) == NO_DIFFERENCES  # the stream-fed tables
 
@@ -192,7 +190,7 @@ def test_api_reads_the_switched_tables(
         for stream_id, tips in traffic.runner.recorded.tips.items()
         if tips[0].stream_type.endswith(":Order")
     )
-    # The template's table no longer answers queries once the pointer moved.
+    # Once the pointer moved, queries no longer read the template's table.
     dynamodb_client.delete_item(
         TableName=tables["OrderSummariesTable"], Key={"order_id": {"S": order_id}}
     )
@@ -248,9 +246,7 @@ class DyingTable:
         self.table.put_rows(rows)
 
 
-def test_segment_killed_mid_flush_redoes_it_without_double_counting(
-    services: RebuildServices, traffic: Traffic
-) -> None:
+def test_killed_flush_is_redone_once(services: RebuildServices, traffic: Traffic) -> None:
     traffic.commit(len(traffic.steps))
     coordinator = services.coordinator()
     run, _ = coordinator.start(list(PROJECTIONS.values()), 1)
@@ -322,9 +318,7 @@ def test_finish_waits_while_another_finisher_writes_the_sums(
     assert services.read_side.control.pointer("customer_stats").building_phase == "bulk"
 
 
-def test_finish_takes_over_the_sums_of_a_killed_finisher(
-    services: RebuildServices, traffic: Traffic
-) -> None:
+def test_finish_takes_over_killed_sums(services: RebuildServices, traffic: Traffic) -> None:
     traffic.commit(len(traffic.steps))
     coordinator = services.coordinator()
     run, _ = coordinator.start(list(PROJECTIONS.values()), 1)

@@ -221,7 +221,7 @@ def test_live_read_models_equal_rebuilt_ones(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(workload=workloads, seed=st.integers(0, 2**32 - 1))
-def test_rebuilt_read_models_equal_the_fold_of_every_stream(workload: Workload, seed: int) -> None:
+def test_rebuilt_read_models_equal_replay(workload: Workload, seed: int) -> None:
     world = World(new_app())
     run_workload(world.app, workload)
     rng = random.Random(seed)
@@ -326,8 +326,8 @@ def test_rebuild_during_live_traffic_loses_nothing(
             catch_up.apply_marked(world.run())
             phase = "done"
 
-    # The stream eventually delivers every commit; one already delivered may never
-    # come again, so what the bulk load missed must have been marked and caught up.
+    # The stream eventually delivers every commit. One already delivered may never come
+    # again, so what the bulk load missed must have been marked and caught up.
     for stream_id, tips in runner.recorded.tips.items():
         if delivered.get(stream_id, 0) < len(tips):
             world.deliver(tips[-1])
