@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import boto3
 import pytest
 
 from adapters.composition import build_rebuild_services
@@ -102,3 +104,42 @@ def test_unknown_read_model_is_rejected(
 ) -> None:
     assert main(["projections", "rebuild", "orders_by_colour", *target]) == 2
     assert "no read model is called 'orders_by_colour'" in capsys.readouterr().err
+
+
+class FakeSqs:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def send_message(self, **request: str) -> dict[str, str]:
+        self.sent.append((request["QueueUrl"], request["MessageBody"]))
+        return {"MessageId": str(len(self.sent))}
+
+
+def test_distributed_rebuild_sends_one_message_per_segment(
+    target: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sqs = FakeSqs()
+    real_client = boto3.client
+
+    def client(service: str, **options: Any) -> Any:
+        return sqs if service == "sqs" else real_client(service, **options)
+
+    monkeypatch.setattr("boto3.client", client)
+    queue = "https://sqs.us-east-1.amazonaws.com/000000000000/orders-RebuildQueue"
+
+    started = main(
+        [
+            "projections",
+            "rebuild",
+            "--segments",
+            "3",
+            "--distributed",
+            "--queue-url",
+            queue,
+            *target,
+        ]
+    )
+
+    assert started == 0, capsys.readouterr().err
+    assert [json.loads(body)["segment"] for _, body in sqs.sent] == [0, 1, 2]
+    assert {url for url, _ in sqs.sent} == {queue}
