@@ -15,8 +15,8 @@ Control table items (partition key ``pk``, sort key ``sk``):
   scan's ``LastEvaluatedKey`` as JSON, absent at the start), ``pages``, ``scanned``,
   ``events``, ``rows``, ``done``, ``updated_at``.
 - ``dirty#<id>#<nn>`` / ``<stream id>``: a stream that changed during the run's bulk
-  load, with its ``stream_type``; 16 partitions, so marking is not capped by the
-  write rate of one partition.
+  load, with its ``stream_type`` and ``expires_at`` (TTL, a week later). Marks
+  spread over 16 partitions, so marking is not capped by one partition's write rate.
 
 A missing pointer means generation 0: the table the template declares.
 """
@@ -54,6 +54,8 @@ RUN_SK = "run"
 SEGMENT_PREFIX = "segment#"
 GENERATION_SUFFIX = "-g"
 DIRTY_SHARDS = 16
+# The control table's TTL deletes marks this long after they were written.
+DIRTY_MARK_TTL_SECONDS = 7 * 24 * 3600
 
 
 def pointer_pk(projection: str) -> str:
@@ -540,6 +542,7 @@ class DynamoDBDirtyStreams:
             Item={
                 **_key(dirty_pk(rebuild_id, stream_id), stream_id),
                 "stream_type": {"S": stream_type},
+                "expires_at": {"N": str(int(time.time()) + DIRTY_MARK_TTL_SECONDS)},
             },
         )
 
