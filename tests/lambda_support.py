@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
+
+from infra.local.iam import AccessGuard, FunctionPolicy
+from infra.local.template import Template
 
 
 @dataclass
@@ -46,6 +50,23 @@ def load_handler_module(
         monkeypatch.setenv(key, value)
     module = importlib.import_module(name)
     return importlib.reload(module)
+
+
+def guard_calls(
+    function_id: str, monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]
+) -> AccessGuard:
+    """Check the calls of boto3 clients created from now on against a function's role.
+
+    The clients that exist already (the test's own) are not checked. The guard records
+    instead of refusing, so a test reads ``guard.denied`` after the handler ran.
+    """
+    prefix = tables["EventsTable"].removesuffix("EventsTable")
+    policy = FunctionPolicy.from_template(Template.load(name_prefix=prefix), function_id)
+    guard = AccessGuard(policy, enforce=False)
+    session = boto3.session.Session()
+    guard.install(session)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
+    return guard
 
 
 def api_event(

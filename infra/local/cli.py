@@ -118,9 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(run=_fetch_dynamodb_local)
 
     dev = commands.add_parser("dev", help="run the whole system on this machine")
-    dev.add_argument(
-        "--port", type=int, default=None, help="API port (default: $PORT or 3000)"
-    )
+    dev.add_argument("--port", type=int, default=None, help="API port (default: $PORT or 3000)")
     dev.add_argument(
         "--in-memory",
         action="store_true",
@@ -134,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where DynamoDB data, stream positions and dev-stack.json are kept (default: "
         ".orders-data/ in the project)",
     )
+    dev.add_argument(
+        "--no-iam-check",
+        action="store_true",
+        help="let functions make DynamoDB, SQS and EventBridge calls that their template "
+        "Policies do not grant (by default they fail with AccessDenied, as in AWS)",
+    )
     dev.set_defaults(run=_dev)
 
     saga = commands.add_parser("saga", help="operate the order saga")
@@ -141,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry = saga_commands.add_parser(
         "retry",
         help="retry an order's stuck saga step (a refund or e-mail that failed for good)",
-        description="Send {\"action\": \"retry\", \"order_id\": ...} to the saga queue: of "
+        description='Send {"action": "retry", "order_id": ...} to the saga queue: of '
         "the running `orders dev` stack, found through dev-stack.json in its data folder, "
         "or of a deployed stack with --queue-url.",
     )
@@ -155,8 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=None,
-        help="the data folder of the running `orders dev` (default: .orders-data/ in the "
-        "project)",
+        help="the data folder of the running `orders dev` (default: .orders-data/ in the project)",
     )
     retry.set_defaults(run=_saga_retry)
 

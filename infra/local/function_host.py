@@ -10,6 +10,10 @@ is the handler's result as JSON; a handler exception answers an error payload
 
 The function's own output (its JSON logs) goes to this process's stdout and stderr,
 which the parent relays to the dev console.
+
+With ``--policy`` (the function's IAM statements from the template, as JSON) every
+DynamoDB, SQS and EventBridge call the function makes is checked against them first,
+and refused as AWS would refuse it (see ``infra.local.iam``).
 """
 
 from __future__ import annotations
@@ -232,7 +236,21 @@ def _exit_when_parent_goes(stdin_fd: int) -> None:
     os._exit(0)
 
 
+def install_access_guard(function_id: str, policy_json: str) -> None:
+    """Check every call of clients made from boto3's default session against the policy."""
+    import boto3
+
+    from infra.local.iam import AccessGuard, FunctionPolicy
+
+    policy = FunctionPolicy.from_json(function_id, json.loads(policy_json))
+    boto3.setup_default_session()
+    AccessGuard(policy).install(boto3.DEFAULT_SESSION)
+
+
 def serve(arguments: argparse.Namespace) -> int:
+    if arguments.policy is not None:
+        # Before the handler's import, which creates its clients.
+        install_access_guard(arguments.function_id or arguments.function_name, arguments.policy)
     host = FunctionHost(
         handler_path=arguments.handler,
         function_name=arguments.function_name,
@@ -253,9 +271,7 @@ def serve(arguments: argparse.Namespace) -> int:
     with os.fdopen(arguments.ready_fd, "w") as ready:
         ready.write(json.dumps({"init_error": init_error}) + "\n")
 
-    threading.Thread(
-        target=_exit_when_parent_goes, args=(sys.stdin.fileno(),), daemon=True
-    ).start()
+    threading.Thread(target=_exit_when_parent_goes, args=(sys.stdin.fileno(),), daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
@@ -272,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, required=True)
     parser.add_argument("--memory", type=int, required=True)
     parser.add_argument("--function-arn", default=None)
+    parser.add_argument("--function-id", default=None, help="the template's logical id")
+    parser.add_argument("--policy", default=None, help="IAM statements as JSON to enforce")
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
     return serve(parser.parse_args(argv))

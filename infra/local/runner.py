@@ -38,6 +38,7 @@ from infra.local.function_host import (
     MAX_PAYLOAD_BYTES,
     REQUEST_ID_HEADER,
 )
+from infra.local.iam import FunctionPolicy
 from infra.local.template import LOCAL_ACCOUNT, LOCAL_REGION, FunctionSpec
 
 logger = logging.getLogger("orders.local.runner")
@@ -184,7 +185,9 @@ class FunctionRunner:
         output: OutputSink | None = None,
         init_timeout: float = DEFAULT_INIT_TIMEOUT,
         cwd: Path = PROJECT_ROOT,
+        policy: FunctionPolicy | None = None,
     ) -> None:
+        """``policy``: the function's IAM statements; its calls are refused beyond them."""
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.spec = spec
@@ -195,6 +198,7 @@ class FunctionRunner:
         self.output = output or console_output()
         self.init_timeout = init_timeout
         self.cwd = cwd
+        self.policy = policy
         self._idle: queue.LifoQueue[_Environment] = queue.LifoQueue()
         self._environments: list[_Environment] = []
         self._starting = 0
@@ -304,8 +308,7 @@ class FunctionRunner:
         if response.status != 200:
             return {
                 "errorType": "ServiceException",
-                "errorMessage": f"the function host answered HTTP {response.status}: "
-                f"{raw[:500]!r}",
+                "errorMessage": f"the function host answered HTTP {response.status}: {raw[:500]!r}",
             }, "Unhandled"
         return json.loads(raw) if raw else None, function_error
 
@@ -386,6 +389,13 @@ class FunctionRunner:
             "--ready-fd",
             str(ready_write),
         ]
+        if self.policy is not None:
+            command += [
+                "--function-id",
+                self.policy.function_id,
+                "--policy",
+                json.dumps(self.policy.to_json()),
+            ]
         try:
             process = subprocess.Popen(
                 command,
@@ -425,9 +435,7 @@ class FunctionRunner:
             )
         return environment
 
-    def _wait_ready(
-        self, ready_fd: int, process: subprocess.Popen[bytes]
-    ) -> dict[str, Any] | None:
+    def _wait_ready(self, ready_fd: int, process: subprocess.Popen[bytes]) -> dict[str, Any] | None:
         deadline = time.monotonic() + self.init_timeout
         buffer = b""
         while b"\n" not in buffer:

@@ -60,6 +60,7 @@ from infra.local.gateway import (
     PortUnavailableError,
     routes_from_template,
 )
+from infra.local.iam import FunctionPolicy
 from infra.local.runner import (
     PROJECT_ROOT,
     FunctionRunner,
@@ -148,6 +149,7 @@ class LocalStack:
         stripe_api_key: str | None = None,
         sqs_pollers: int = DEFAULT_POLLERS,
         sqs_retry_visibility: int = DEFAULT_RETRY_VISIBILITY,
+        enforce_iam: bool = True,
     ) -> None:
         """Describe a stack; nothing starts before ``start()``.
 
@@ -164,6 +166,8 @@ class LocalStack:
         dash, or ``orders-local``. stripe_api_key: a Stripe test key to use Stripe's test
         API instead of starting the fake. sqs_pollers: batches of one queue in a function
         at once. sqs_retry_visibility: seconds until a failed SQS message is delivered again.
+        enforce_iam: refuse each function's DynamoDB, SQS and EventBridge calls that its
+        ``Policies`` do not grant, as AWS would (``infra.local.iam``).
         """
         self.template = Template.load(
             template_path, name_prefix=name_prefix, parameters=parameters, stack_name=stack_name
@@ -184,6 +188,7 @@ class LocalStack:
         self.stripe_api_key = stripe_api_key
         self.sqs_poller_count = sqs_pollers
         self.sqs_retry_visibility = sqs_retry_visibility
+        self.enforce_iam = enforce_iam
 
         self.dynamodb_endpoint_url = dynamodb_endpoint_url or ""
         self.moto_endpoint_url = ""
@@ -388,6 +393,11 @@ class LocalStack:
                 max_concurrency=max(concurrency, queue_pollers),
                 output=self.function_output,
                 cwd=spec.code_dir or PROJECT_ROOT,
+                policy=(
+                    FunctionPolicy.from_template(self.template, function_id)
+                    if self.enforce_iam
+                    else None
+                ),
             )
             self.runners[function_id] = runner
             self._invokers[function_id] = runner
@@ -667,7 +677,12 @@ def run_dev(arguments: argparse.Namespace) -> int:
     previous = {
         signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)
     }
-    stack = LocalStack(api_port=port, data_dir=data_dir, stripe_api_key=stripe_key)
+    stack = LocalStack(
+        api_port=port,
+        data_dir=data_dir,
+        stripe_api_key=stripe_key,
+        enforce_iam=not getattr(arguments, "no_iam_check", False),
+    )
     try:
         try:
             stack.start()

@@ -12,7 +12,13 @@ import pytest
 
 from domain.inventory import InventoryItem
 from domain.order import Order
-from tests.lambda_support import FakeLambdaContext, api_event, load_handler_module, response_header
+from tests.lambda_support import (
+    FakeLambdaContext,
+    api_event,
+    guard_calls,
+    load_handler_module,
+    response_header,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -410,3 +416,34 @@ def test_stock_not_projected_yet_is_404(api: ModuleType) -> None:
     status, answer, _ = call(api, "GET", "/inventory/TEA-GREEN")
     assert status == 404
     assert "TEA-GREEN" in answer["message"]
+
+
+# The calls against the function's role in the template -----------------------------------
+
+
+def test_api_calls_only_what_its_role_allows(
+    monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]
+) -> None:
+    projector = load_handler_module("lambdas.projector", monkeypatch, tables)  # not checked
+    guard = guard_calls("ApiFunction", monkeypatch, tables)
+    api = load_handler_module("lambdas.api", monkeypatch, tables)
+    call(api, "POST", "/inventory/MUG-RED/restock", body={"quantity": 5})
+    order_id = place(api)
+    project_everything(api, projector, [order_id, str(InventoryItem.create_id("MUG-RED"))])
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "/orders", {"body": VALID_ORDER, "headers": {"Idempotency-Key": "key-1"}}),
+        ("GET", f"/orders/{order_id}", {}),
+        ("GET", f"/orders/{order_id}/events", {}),
+        ("GET", "/customers/c-1/orders", {"query": {"limit": "1"}}),
+        ("GET", "/customers/c-1/stats", {}),
+        ("GET", "/orders", {"query": {"status": "PLACED"}}),
+        ("GET", "/orders", {"query": {"needs_attention": "true"}}),
+        ("GET", "/inventory/MUG-RED", {}),
+        ("PUT", "/inventory/TEA-GREEN", {"body": {"on_hand": 3}}),
+        ("POST", f"/orders/{order_id}/cancel", {}),
+    ]
+    for method, path, options in requests:
+        status, answer, _ = call(api, method, path, **options)
+        assert status < 300, (method, path, status, answer)
+
+    assert sorted({str(permission) for permission in guard.denied}) == []

@@ -19,6 +19,7 @@ from projections.verify import Report, verify
 from tests.lambda_support import (
     FakeLambdaContext,
     api_event,
+    guard_calls,
     handler_environment,
     load_handler_module,
 )
@@ -468,3 +469,55 @@ def test_rebuild_function_rejects_a_malformed_message(rebuild_function: ModuleTy
         sqs_event(json.dumps({"rebuild_id": "x; DROP", "segment": -1})), LongContext()
     )
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}
+
+
+# The functions' calls against their roles in the template ------------------------
+
+
+def test_rebuild_function_calls_only_what_its_role_allows(
+    services: RebuildServices,
+    traffic: Traffic,
+    monkeypatch: pytest.MonkeyPatch,
+    tables: dict[str, str],
+) -> None:
+    traffic.commit(len(traffic.steps) // 2)
+    guard = guard_calls("RebuildFunction", monkeypatch, tables)
+    monkeypatch.setenv("REBUILD_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/000000000000/q")
+    monkeypatch.setenv("REBUILD_FLUSH_EVENTS", "5")
+    monkeypatch.setenv("REBUILD_SCAN_PAGE_ITEMS", str(PAGE_LIMIT))
+    function = load_handler_module("lambdas.rebuild", monkeypatch, tables)
+    monkeypatch.setattr(function, "sqs", FakeQueue())
+    run, _ = services.coordinator().start(list(PROJECTIONS.values()), 2)
+    traffic.commit(len(traffic.steps))  # marked during the bulk load: caught up at the end
+    bodies = [segment_message_body(run.rebuild_id, segment) for segment in range(2)]
+
+    function.handler(sqs_event(*bodies), LongContext())
+    for _ in range(200):
+        if not function.sqs.bodies:
+            break
+        time.sleep(0.05)
+        function.handler(sqs_event(function.sqs.bodies.pop(0)), LongContext())
+
+    # The whole run went through the function: scan, bulk load, sums, catch-up, switch.
+    pointer = services.read_side.control.pointer("order_summary")
+    assert pointer.live_table == run.tables["order_summary"]
+    assert sorted({str(permission) for permission in guard.denied}) == []
+
+
+def test_projector_calls_only_what_its_role_allows(
+    services: RebuildServices, monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]
+) -> None:
+    guard = guard_calls("ProjectorFunction", monkeypatch, tables)
+    projector = load_handler_module("lambdas.projector", monkeypatch, tables)
+    runner = WorkloadRunner(services.orders, WORKLOAD)
+    traffic = Traffic(runner, projector, runner.steps())
+    traffic.commit(len(traffic.steps) // 3)
+    coordinator = services.coordinator()
+    run, _ = coordinator.start(list(PROJECTIONS.values()), 2)
+    traffic.commit(len(traffic.steps) // 2)  # bulk phase: live tables, streams marked
+    run_segments(services, run)
+    assert coordinator.finish_waiting(run, poll_seconds=0.05) == FinishState.SWITCHED
+    traffic.commit(len(traffic.steps))  # the new tables, under the guard
+
+    assert {"dynamodb:PutItem", "dynamodb:UpdateItem"} <= {p.action for p in guard.checked}
+    assert sorted({str(permission) for permission in guard.denied}) == []
