@@ -482,6 +482,8 @@ class RebuildCoordinator:
         if current.status == CATCHING_UP:
             guarded_since = current.guarded_since or 0.0
             if self.clock() < guarded_since + self.propagation_seconds:
+                # A table takes one new index at a time: start the next while waiting.
+                self._add_indexes(current)
                 return FinishState.WAITING
             caught_up = self.catch_up.apply_marked(current)
             self.control.set_status(current, CATCHING_UP, INDEXING)
