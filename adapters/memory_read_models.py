@@ -74,11 +74,15 @@ class MemoryProjectionTable:
             self.rows[summing] = add_contribution(self.rows.get(summing), contribution)
         self.writes += 1 + len(contributions)
 
-    def scan_rows(self, segment: int, total_segments: int) -> Iterator[dict[str, Any]]:
+    def scan_rows(
+        self, segment: int, total_segments: int, attributes: Sequence[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
         with self._lock:
             snapshot = [copy.deepcopy(row) for row in self.rows.values()]
         for row in snapshot:
             if zlib.crc32(str(row[self.key_attributes[0]]).encode()) % total_segments == segment:
+                if attributes is not None:
+                    row = {name: value for name, value in row.items() if name in attributes}
                 yield row
 
 

@@ -177,13 +177,19 @@ class DynamoDBProjectionTable:
 
     # Verification -------------------------------------------------------------------
 
-    def scan_rows(self, segment: int, total_segments: int) -> Iterator[dict[str, Any]]:
+    def scan_rows(
+        self, segment: int, total_segments: int, attributes: Sequence[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
         request: dict[str, Any] = {
             "TableName": self._name,
             "Segment": segment,
             "TotalSegments": total_segments,
             "ConsistentRead": True,
         }
+        if attributes is not None:
+            names = {f"#a{index}": name for index, name in enumerate(attributes)}
+            request["ProjectionExpression"] = ", ".join(names)
+            request["ExpressionAttributeNames"] = names
         while True:
             try:
                 response = self.client.scan(**request)

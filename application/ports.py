@@ -142,8 +142,11 @@ class ProjectionTable(Protocol):
         """
         ...
 
-    def scan_rows(self, segment: int, total_segments: int) -> Iterator[dict[str, Any]]:
-        """Yield every row of one scan segment (verification reads the whole table)."""
+    def scan_rows(
+        self, segment: int, total_segments: int, attributes: Sequence[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield every row of one scan segment, with only ``attributes`` when given
+        (verification reads the whole table)."""
         ...
 
 

@@ -97,6 +97,7 @@ class CustomerStatsProjection:
     stream_types: frozenset[str] = frozenset({ORDER_STREAM_TYPE})
     key_attributes: tuple[str, ...] = ("pk",)
     has_summing_rows = True
+    contribution_attributes: tuple[str, ...] = ("customer_id", "currency", "counted")
 
     def row_key(self, stream_id: str) -> RowKey:
         return order_key(stream_id)

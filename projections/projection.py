@@ -45,6 +45,12 @@ class Projection(Protocol):
         """Whether ``contributions`` ever returns anything."""
         ...
 
+    @property
+    def contribution_attributes(self) -> tuple[str, ...]:
+        """Attributes of a per-stream row that ``contributions`` reads, besides the key
+        and ``version``; a rebuild reads only these back when it writes the sums."""
+        ...
+
     def row_key(self, stream_id: str) -> RowKey: ...
 
     def fold(self, row: Row | None, events: Iterable[Any]) -> Row:
@@ -62,6 +68,7 @@ class PerStreamOnly:
     """Mixin for read models without summing rows."""
 
     has_summing_rows = False
+    contribution_attributes: tuple[str, ...] = ()
 
     def contributions(self, before: Row | None, after: Row) -> Sequence[Contribution]:
         return ()

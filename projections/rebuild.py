@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -295,6 +295,14 @@ class CatchUp:
             if name in run.tables
         ]
 
+    def summing_projections(self, run: RebuildRun) -> set[str]:
+        """Return the names of the run's read models that have summing rows."""
+        return {
+            target.projection.name
+            for target in self.targets(run)
+            if target.projection.has_summing_rows
+        }
+
     def sum_rows(self, run: RebuildRun, renew: Callable[[], None] = _nothing) -> int:
         """Write every summing row as the sum of the loaded per-stream rows; return how many.
 
@@ -306,18 +314,32 @@ class CatchUp:
             if not target.projection.has_summing_rows:
                 continue
             rows = list(self._sums(target, renew).values())
-            for start in range(0, len(rows), RENEW_EVERY_ROWS):
-                target.table.put_rows(rows[start : start + RENEW_EVERY_ROWS])
+
+            def put(chunk: Sequence[Row], table: ProjectionTable = target.table) -> None:
+                table.put_rows(chunk)
                 renew()
+
+            chunks = [
+                rows[start : start + RENEW_EVERY_ROWS]
+                for start in range(0, len(rows), RENEW_EVERY_ROWS)
+            ]
+            with ThreadPoolExecutor(max_workers=self.scan_segments) as pool:
+                list(pool.map(put, chunks))
             written += len(rows)
         return written
 
     def _sums(self, target: RebuildTarget, renew: Callable[[], None]) -> dict[tuple[str, ...], Row]:
         projection, table, segments = target.projection, target.table, self.scan_segments
+        # Only what the contributions read: the per-order rows are most of the table.
+        attributes = [
+            *projection.key_attributes,
+            VERSION,
+            *projection.contribution_attributes,
+        ]
 
         def scan(segment: int) -> list[Row]:
             rows = []
-            for row in table.scan_rows(segment, segments):
+            for row in table.scan_rows(segment, segments, attributes):
                 rows.append(row)
                 if len(rows) % RENEW_EVERY_ROWS == 0:
                     renew()
@@ -463,13 +485,18 @@ class RebuildCoordinator:
             if not self._claim_summing(current, owner):
                 return FinishState.WAITING
             try:
-                # The bulk load is over: the indexes build while the sums are written.
+                # The bulk load is over: the indexes build while the sums are written,
+                # except on the tables being summed. DynamoDB Local returned part of
+                # each BatchWriteItem unprocessed while its table added an index, and
+                # the back-off made the sums three times slower.
+                summed = self.catch_up.summing_projections(current)
                 with ThreadPoolExecutor(max_workers=2) as pool:
-                    indexing = pool.submit(self._add_indexes, current)
+                    indexing = pool.submit(self._add_indexes, current, skip=summed)
                     sums = self.catch_up.sum_rows(
                         current, renew=lambda: self._renew_summing(current, owner)
                     )
                     indexing.result()
+                self._add_indexes(current)
             except BaseException:
                 self.control.release_summing(current, owner)
                 raise
@@ -522,9 +549,12 @@ class RebuildCoordinator:
                 f"rebuild {run.rebuild_id}: another finisher took over writing the sums"
             )
 
-    def _add_indexes(self, run: RebuildRun) -> bool:
-        """Start the next indexes of every new table at once; return whether all are active."""
-        tables = sorted(run.tables.items())
+    def _add_indexes(self, run: RebuildRun, skip: Collection[str] = ()) -> bool:
+        """Start the next indexes of every new table at once, except those of the read
+        models in ``skip``; return whether all are active."""
+        tables = sorted((name, table) for name, table in run.tables.items() if name not in skip)
+        if not tables:
+            return True
         with ThreadPoolExecutor(max_workers=len(tables)) as pool:
             ready = list(
                 pool.map(
