@@ -671,9 +671,21 @@ class DynamoDBTableGenerations:
             if not missing:
                 return all(index.get("IndexStatus") == "ACTIVE" for index in present.values())
             # AWS creates one index per UpdateTable call, and takes the next call once
-            # the table is ACTIVE again (the earlier index may still be backfilling).
-            if table.get("TableStatus") != "ACTIVE" or not self._create_index(
-                table, table_name, base["AttributeDefinitions"], missing[0]
+            # the table is ACTIVE again and the earlier index is backfilling. DynamoDB
+            # Local takes it only once the earlier index is ACTIVE. Asking too early
+            # costs more than waiting: botocore retries the LimitExceededException
+            # with back-off before the call returns.
+            starting = [
+                index
+                for index in present.values()
+                if index.get("IndexStatus") == "CREATING" and not index.get("Backfilling")
+            ]
+            if (
+                table.get("TableStatus") != "ACTIVE"
+                or starting
+                or not self._create_index(
+                    table, table_name, base["AttributeDefinitions"], missing[0]
+                )
             ):
                 return False
 

@@ -15,10 +15,10 @@ orders with ``bench.load_orders``. Then, for each round:
 
 Both read the same events; events/s is events scanned per second, and the ratio is
 rebuild / floor. Rounds alternate, so both see the same machine load; the median
-of the rounds is what ``docs/benchmarks.md`` records. One untimed floor pass runs
-before the first round: DynamoDB Local's first full Scan and bulk write of a run
-are slower while its JIT compiler warms up, and without the pass that cost fell on
-whichever ran first.
+of the rounds is what ``docs/benchmarks.md`` records. A warm-up round of both runs
+first and is reported but not counted: the first rebuild of a DynamoDB Local
+process was about a third slower than the later ones, even after a full Scan,
+while the JVM was still compiling its write path.
 
     .venv/bin/python -m bench.rebuild_throughput --orders 20000 --rounds 3
 """
@@ -194,7 +194,9 @@ def timed_floor(dynamodb: Any, events_table: str, segments: int, rows: int) -> T
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rebuild_throughput", description=__doc__)
     parser.add_argument("--orders", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="timed rounds, after one warm-up round"
+    )
     parser.add_argument("--segments", type=int, default=4)
     parser.add_argument("--flush-events", type=int, default=20_000)
     parser.add_argument("--load-threads", type=int, default=8)
@@ -237,31 +239,33 @@ def main(argv: list[str] | None = None) -> int:
             f"{loaded.seconds:.0f} s",
             flush=True,
         )
-        warm_up = timed_floor(dynamodb, names["EventsTable"], arguments.segments, 0)
-        print(f"warm-up scan: {warm_up.events:,} events in {warm_up.seconds:.1f} s", flush=True)
         rounds: list[dict[str, Any]] = []
-        for number in range(1, arguments.rounds + 1):
+        warm_up: dict[str, Any] = {}
+        for number in range(arguments.rounds + 1):
             rebuilt = timed_rebuild(environment, arguments.segments, arguments.flush_events)
             floor = timed_floor(dynamodb, names["EventsTable"], arguments.segments, rebuilt.rows)
             ratio = rebuilt.events_per_second / floor.events_per_second
-            rounds.append(
-                {
-                    "rebuild": asdict(rebuilt),
-                    "floor": asdict(floor),
-                    "ratio": ratio,
-                    "ratio_without_fixed_wait": (
-                        rebuilt.events_per_second_without_wait / floor.events_per_second
-                    ),
-                }
-            )
+            without_wait = rebuilt.events_per_second_without_wait / floor.events_per_second
+            result = {
+                "rebuild": asdict(rebuilt),
+                "floor": asdict(floor),
+                "ratio": ratio,
+                "ratio_without_fixed_wait": without_wait,
+            }
+            if number == 0:
+                warm_up = result
+                label = "warm-up round (not counted)"
+            else:
+                rounds.append(result)
+                label = f"round {number}"
             print(
-                f"round {number}: rebuild {rebuilt.events:,} events, {rebuilt.rows:,} rows in "
+                f"{label}: rebuild {rebuilt.events:,} events, {rebuilt.rows:,} rows in "
                 f"{rebuilt.seconds:.1f} s (replay {rebuilt.replay_seconds:.1f} s, finish "
                 f"{rebuilt.finish_seconds:.1f} s of which {rebuilt.fixed_wait_seconds:.1f} s a "
                 f"fixed wait) = {rebuilt.events_per_second:,.0f} events/s; floor "
                 f"{floor.events:,} events, {floor.rows:,} rows in {floor.seconds:.1f} s = "
                 f"{floor.events_per_second:,.0f} events/s; ratio {ratio:.2f} (without the "
-                f"fixed wait {rounds[-1]['ratio_without_fixed_wait']:.2f})",
+                f"fixed wait {without_wait:.2f})",
                 flush=True,
             )
         rebuild_rate = statistics.median(
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             "orders": loaded.orders,
             "commits": loaded.commits,
             "load_seconds": loaded.seconds,
-            "warm_up_seconds": warm_up.seconds,
+            "warm_up_round": warm_up,
             "segments": arguments.segments,
             "flush_events": arguments.flush_events,
             "rounds": rounds,

@@ -28,6 +28,7 @@ One rebuild run:
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -64,6 +65,8 @@ MAX_SEGMENTS = 1000
 # Extra wait on top of the pointer cache lifetime before the scan starts.
 PROPAGATION_MARGIN_SECONDS = 1.0
 FINISH_POLL_SECONDS = 0.5
+# How often the finisher checks whether a table can take its next index.
+INDEX_POLL_SECONDS = 0.2
 # A segment's claim runs out this long after its worker last renewed it (every page),
 # so a killed worker holds up a resumed rebuild for at most this long.
 SEGMENT_CLAIM_SECONDS = 60.0
@@ -490,11 +493,15 @@ class RebuildCoordinator:
                 # each BatchWriteItem unprocessed while its table added an index, and
                 # the back-off made the sums three times slower.
                 summed = self.catch_up.summing_projections(current)
+                sums_done = threading.Event()
                 with ThreadPoolExecutor(max_workers=2) as pool:
-                    indexing = pool.submit(self._add_indexes, current, skip=summed)
-                    sums = self.catch_up.sum_rows(
-                        current, renew=lambda: self._renew_summing(current, owner)
-                    )
+                    indexing = pool.submit(self._index_until, current, summed, sums_done)
+                    try:
+                        sums = self.catch_up.sum_rows(
+                            current, renew=lambda: self._renew_summing(current, owner)
+                        )
+                    finally:
+                        sums_done.set()
                     indexing.result()
                 self._add_indexes(current)
             except BaseException:
@@ -508,10 +515,14 @@ class RebuildCoordinator:
             return FinishState.WAITING
         if current.status == CATCHING_UP:
             guarded_since = current.guarded_since or 0.0
+            # A table takes one new index at a time, so the next starts while waiting.
+            # The catch-up writes only once every index is active: DynamoDB Local 3.3
+            # failed a PutItem to a table adding its third index (InternalFailure).
+            indexed = self._add_indexes(current)
             if self.clock() < guarded_since + self.propagation_seconds:
-                # A table takes one new index at a time: start the next while waiting.
-                self._add_indexes(current)
                 return FinishState.WAITING
+            if not indexed:
+                return FinishState.INDEXING
             caught_up = self.catch_up.apply_marked(current)
             self.control.set_status(current, CATCHING_UP, INDEXING)
             logger.info(
@@ -565,6 +576,12 @@ class RebuildCoordinator:
                 )
             )
         return all(ready)
+
+    def _index_until(self, run: RebuildRun, skip: Collection[str], done: threading.Event) -> None:
+        """Keep starting the next index of each table not in ``skip`` until all are
+        active or ``done`` is set: a table takes one new index at a time."""
+        while not self._add_indexes(run, skip) and not done.wait(INDEX_POLL_SECONDS):
+            pass
 
     def _settled(self, run: RebuildRun) -> FinishState:
         latest = self.control.load_run(run.rebuild_id) or run
