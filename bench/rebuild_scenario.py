@@ -17,6 +17,11 @@ Every command runs as its own process, as an operator would run it. The numbers 
 to stdout and to ``.cache/bench/rebuild-scenario.json``.
 
     .venv/bin/python -m bench.rebuild_scenario --orders 20000
+    .venv/bin/python -m bench.rebuild_scenario --keep-data   # skip step 2's load
+
+With ``--keep-data`` the stream pollers start again from the oldest stream record,
+because this stack keeps no stream checkpoints: the projector reads every commit
+of the earlier runs again (skipping them as duplicates) before the first verify.
 """
 
 from __future__ import annotations
