@@ -17,12 +17,13 @@ One rebuild run:
    flush the segment saves a checkpoint (scan key and counts), so a killed segment
    resumes after its last flush, and repeating a flush is harmless.
 4. ``finish`` then takes the run to the switch, one step per call, each step safe to
-   repeat: it sums the summing rows (customer stats) from the loaded per-stream
-   rows; moves the pointers to the ``guarded`` phase, in which projectors write the
-   new tables under the version guard as they do the live ones; waits out the
-   pointer cache; brings every marked stream up to date under the guard; adds the
-   secondary indexes (left out during the bulk load, which is cheaper); and once
-   they are active switches all pointers in one transaction.
+   repeat. It sums the summing rows (customer stats) from the loaded per-stream
+   rows while the other tables get their secondary indexes, which the bulk load
+   leaves out because building them afterwards is cheaper. It moves the pointers
+   to the ``guarded`` phase, in which projectors write the new tables under the
+   version guard as they do the live ones, and waits out the pointer cache while
+   the remaining indexes build. Once every index is active it brings every marked
+   stream up to date under the guard and switches all pointers in one transaction.
 """
 
 from __future__ import annotations
