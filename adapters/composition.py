@@ -224,7 +224,7 @@ def build_rebuild_services(
     # A rebuild sends every row once in BatchWriteItem requests that our own code
     # builds, and botocore's client-side check of them took about a seventh of a
     # segment's time (profiled on DynamoDB Local). DynamoDB still validates each
-    # request and answers ValidationException, so a malformed one is still caught.
+    # request and returns ValidationException, so a malformed one is still caught.
     client = client or dynamodb_client(validate=False)
     orders = OrdersApplication(env=environment)
     read_side = build_read_side(environment, client)

@@ -276,6 +276,21 @@ def dynamodb_with_tables() -> Iterator[LocalTables]:
         server.stop()
 
 
+def read_side_environment(table_names: Mapping[str, str]) -> dict[str, str]:
+    """Return this process's environment plus the variables that point the
+    application at the template's tables, given their local names by logical id."""
+    return {
+        **os.environ,
+        **store_environment(
+            table_names["EventsTable"],
+            ORDER_SUMMARIES_TABLE=table_names["OrderSummariesTable"],
+            CUSTOMER_STATS_TABLE=table_names["CustomerStatsTable"],
+            INVENTORY_LEVELS_TABLE=table_names["InventoryLevelsTable"],
+            PROJECTION_CONTROL_TABLE=table_names["ProjectionControlTable"],
+        ),
+    }
+
+
 def store_environment(events_table: str, **more: str) -> dict[str, str]:
     return {
         "PERSISTENCE_MODULE": "adapters.eventstore.dynamodb",

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import read_side_environment
 from bench.load_orders import Loader, load, plan_orders
 from infra.local import dynamodb_local
 from infra.local.stack import LocalStack
@@ -114,16 +115,7 @@ def events_done(stack: LocalStack) -> int:
 
 
 def _environment(stack: LocalStack) -> dict[str, str]:
-    names = stack.table_names
-    return {
-        **os.environ,
-        "PERSISTENCE_MODULE": "adapters.eventstore.dynamodb",
-        "EVENTS_TABLE": names["EventsTable"],
-        "ORDER_SUMMARIES_TABLE": names["OrderSummariesTable"],
-        "CUSTOMER_STATS_TABLE": names["CustomerStatsTable"],
-        "INVENTORY_LEVELS_TABLE": names["InventoryLevelsTable"],
-        "PROJECTION_CONTROL_TABLE": names["ProjectionControlTable"],
-    }
+    return read_side_environment(stack.table_names)
 
 
 def interrupted_rebuild(

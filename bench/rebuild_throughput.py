@@ -43,6 +43,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from bench.common import read_side_environment
 from bench.load_orders import load
 from infra.local import dynamodb_local
 from infra.local.template import Template, create_tables
@@ -222,13 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         template = Template.load(name_prefix="bench-")
         names = create_tables(dynamodb, template)
         environment = {
-            **os.environ,
-            "PERSISTENCE_MODULE": "adapters.eventstore.dynamodb",
-            "EVENTS_TABLE": names["EventsTable"],
-            "ORDER_SUMMARIES_TABLE": names["OrderSummariesTable"],
-            "CUSTOMER_STATS_TABLE": names["CustomerStatsTable"],
-            "INVENTORY_LEVELS_TABLE": names["InventoryLevelsTable"],
-            "PROJECTION_CONTROL_TABLE": names["ProjectionControlTable"],
+            **read_side_environment(names),
             # Nothing else reads the pointers here; the rebuild still waits its margin.
             "PROJECTION_POINTER_TTL_SECONDS": "0",
         }

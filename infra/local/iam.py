@@ -225,15 +225,15 @@ class AccessGuard:
         if service not in ENFORCED_SERVICES:
             return
         needed = required_permissions(service, model.name, params)
-        refused = [permission for permission in needed if not self.policy.allows(permission)]
+        denied = [permission for permission in needed if not self.policy.allows(permission)]
         with self._lock:
             self.checked.extend(needed)
-            self.denied.extend(refused)
-        if refused and self.enforce:
+            self.denied.extend(denied)
+        if denied and self.enforce:
             response: Any = {
                 "Error": {
                     "Code": _DENIED_CODES.get(service, "AccessDeniedException"),
-                    "Message": self.message(refused[0]),
+                    "Message": self.message(denied[0]),
                 },
                 "ResponseMetadata": {"HTTPStatusCode": 400},
             }

@@ -82,7 +82,7 @@ def test_sqs_batch_call_needs_the_single_message_action() -> None:
     ]
 
 
-def test_put_events_without_a_bus_names_the_default_bus() -> None:
+def test_put_events_defaults_to_default_bus() -> None:
     params = {"Entries": [{"Source": "s", "DetailType": "d", "Detail": "{}"}]}
     assert required_permissions("events", "PutEvents", params) == [
         Permission("events:PutEvents", "arn:aws:events:us-east-1:123456789012:event-bus/default")
@@ -211,7 +211,7 @@ def test_enforcing_guard_lets_granted_calls_through() -> None:
         assert client.get_item(TableName="Events", Key={"pk": {"S": "x"}}) == {}
 
 
-def test_recording_guard_lets_the_call_through_and_records_it() -> None:
+def test_recording_guard_records_denied_call() -> None:
     client, guard, stubber = guarded_client(enforce=False)
     stubber.add_response("put_item", {}, {"TableName": "Events", "Item": {"pk": {"S": "x"}}})
     with stubber:
